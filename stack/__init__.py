@@ -1,0 +1,12 @@
+"""Install, start and stop the local real stack on loopback.
+
+Components, each started from its own run directory with a pid file and a log:
+
+- :class:`stack.openbao.OpenBaoDevServer`: OpenBao (the Vault API) in dev mode.
+- :class:`stack.mail.MailServer`: Dovecot IMAP plus Roundcube webmail (php-fpm, nginx).
+- :class:`stack.prefect_server.PrefectServer`: ``prefect server start``.
+
+``python -m stack up`` starts all of them for development (see ``stack.__main__``);
+``stack.testing`` provides session-scoped pytest fixtures; ``stack/install.sh``
+installs the Debian packages and the virtual environment they need.
+"""

@@ -1,0 +1,476 @@
+"""Start, stop and inspect the local real stack: ``python -m stack up|down|status``.
+
+Usage (as root, because the mail server's daemons switch users)::
+
+    python -m stack up [--dir .stack] [--mail-user NAME
+                       (--mail-password-file FILE | --mail-password-stdin)]
+    . .stack/env
+    python -m stack status [--dir .stack]
+    python -m stack down [--dir .stack]
+
+``up`` starts an OpenBao dev server, the mail server (Dovecot IMAP and Roundcube)
+and a Prefect server on free loopback ports, each in its own run directory below
+``--dir``. Components that are still running and healthy are reused. The ports
+chosen the first time are kept in ``DIR/stack.json`` (with URLs, pids and run
+directories, never secrets) and reused while they are free. When
+``PREFECT_API_URL`` is set in the environment to anything but this stack's own
+server, ``up`` starts no Prefect server and writes that URL to ``DIR/env``.
+
+``--mail-user`` adds a mailbox user, or sets its password, in the running mail
+server. The password never comes from the command line. It is read either from
+a file that only its owner can read (mode 0600 or stricter), without one
+trailing newline, or from the first line of standard input.
+
+``DIR/env`` (mode 0600) exports ``PREFECT_API_URL``, ``DO_NOT_TRACK``,
+``PREFECT_SERVER_ANALYTICS_ENABLED``, ``PREFECT_HOME`` (``DIR/prefect-client``, a
+directory apart from the server's), ``WARDEN_HOME`` (``DIR/warden``) and
+``VAULT_ADDR``. The OpenBao root token is in ``DIR/openbao/root-token`` (mode
+0600) and changes on every start of OpenBao, which keeps its data in memory only.
+
+``down`` stops, by their recorded pids, the processes that ``up`` started and
+keeps the run directories, so mailboxes and Prefect's database survive.
+``status`` exits with 0 when every component runs and 1 otherwise.
+
+Keys of ``stack.json`` that other tools read::
+
+    components.openbao  address, port, root_token_file, run_dir, pids
+    components.mail     roundcube_url, imap_host, imap_port, http_port,
+                        session_lifetime_minutes, run_dir, pids
+    components.prefect  external, api_url, and unless external: ui_url, port, run_dir, pids
+    mail_users          names added with --mail-user
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stack.mail import MailServer
+from stack.openbao import OpenBaoDevServer
+from stack.ports import is_port_free
+from stack.prefect_server import PrefectServer
+from stack.process import StackError, write_private
+
+STATE_FILE = "stack.json"
+ENV_FILE = "env"
+STATE_VERSION = 1
+
+
+@dataclass
+class ComponentReport:
+    """One row of the table that ``up``, ``down`` and ``status`` print."""
+
+    name: str
+    state: str
+    address: str
+    pids: list[int]
+    run_dir: Path | None
+
+
+class StackDirectory:
+    """The ``--dir`` directory: run directories, ``stack.json`` and ``env``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.absolute()
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / STATE_FILE
+
+    @property
+    def env_path(self) -> Path:
+        return self.path / ENV_FILE
+
+    def load_state(self) -> dict[str, Any]:
+        """Return the content of ``stack.json``, or an empty state when there is none."""
+        try:
+            state = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"version": STATE_VERSION, "components": {}}
+        except json.JSONDecodeError as exc:
+            raise StackError(
+                f"{self.state_path} is not valid JSON ({exc}); stop the processes whose pids "
+                f"are in the *.pid files below {self.path}, then delete it"
+            ) from exc
+        state.setdefault("components", {})
+        return state
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        """Write ``stack.json``, which contains ports, URLs, pids and paths but no secrets."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        temporary = self.state_path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+        temporary.replace(self.state_path)
+
+
+def _port_if_free(stored: dict[str, Any], key: str) -> int | None:
+    port = stored.get(key)
+    return port if isinstance(port, int) and is_port_free(port) else None
+
+
+def _openbao(directory: StackDirectory, stored: dict[str, Any]) -> OpenBaoDevServer:
+    return OpenBaoDevServer(directory.path / "openbao", port=stored.get("port"))
+
+
+def _mail(directory: StackDirectory, stored: dict[str, Any]) -> MailServer:
+    return MailServer(
+        directory.path / "mail",
+        imap_port=stored.get("imap_port"),
+        http_port=stored.get("http_port"),
+        session_lifetime_minutes=stored.get("session_lifetime_minutes", 10),
+    )
+
+
+def _prefect(directory: StackDirectory, stored: dict[str, Any]) -> PrefectServer:
+    return PrefectServer(directory.path / "prefect-server", port=stored.get("port"))
+
+
+def _up_openbao(directory: StackDirectory, state: dict[str, Any]) -> ComponentReport:
+    stored = state["components"].get("openbao", {})
+    server = _openbao(directory, stored)
+    if server.is_running():
+        action = "reused"
+    else:
+        server.stop()
+        port = _port_if_free(stored, "port")
+        if port is None or not is_port_free(port + 1):
+            server = OpenBaoDevServer(server.run_dir)
+        server.start()
+        action = "started"
+    state["components"]["openbao"] = {
+        "run_dir": str(server.run_dir),
+        "port": server.port,
+        "address": server.address,
+        "root_token_file": str(server.root_token_path),
+        "pids": server.pids,
+    }
+    return ComponentReport("OpenBao", action, server.address, server.pids, server.run_dir)
+
+
+def _up_mail(directory: StackDirectory, state: dict[str, Any]) -> tuple[MailServer, str]:
+    stored = state["components"].get("mail", {})
+    server = _mail(directory, stored)
+    if server.is_running():
+        action = "reused"
+    else:
+        server.stop()
+        server = MailServer(
+            server.run_dir,
+            imap_port=_port_if_free(stored, "imap_port"),
+            http_port=_port_if_free(stored, "http_port"),
+            session_lifetime_minutes=server.session_lifetime_minutes,
+        )
+        server.start()
+        action = "started"
+    state["components"]["mail"] = _mail_state(server)
+    return server, action
+
+
+def _mail_state(server: MailServer) -> dict[str, Any]:
+    return {
+        "run_dir": str(server.run_dir),
+        "imap_host": server.imap_host,
+        "imap_port": server.imap_port,
+        "http_port": server.http_port,
+        "roundcube_url": server.roundcube_url,
+        "session_lifetime_minutes": server.session_lifetime_minutes,
+        "pids": server.pids,
+    }
+
+
+def _mail_report(server: MailServer, state: str) -> ComponentReport:
+    address = f"{server.roundcube_url} (IMAP {server.imap_host}:{server.imap_port})"
+    return ComponentReport("mail", state, address, server.pids, server.run_dir)
+
+
+def _up_prefect(directory: StackDirectory, state: dict[str, Any]) -> ComponentReport:
+    stored = state["components"].get("prefect", {})
+    own_api_url = None if stored.get("external") else stored.get("api_url")
+    external_url = os.environ.get("PREFECT_API_URL")
+    if external_url and external_url != own_api_url:
+        state["components"]["prefect"] = {"external": True, "api_url": external_url, "pids": []}
+        return ComponentReport("Prefect", "external", external_url, [], None)
+
+    server = _prefect(directory, {} if stored.get("external") else stored)
+    if server.is_running():
+        action = "reused"
+    else:
+        server.stop()
+        server = PrefectServer(server.run_dir, port=_port_if_free(stored, "port"))
+        server.start()
+        action = "started"
+    state["components"]["prefect"] = {
+        "external": False,
+        "run_dir": str(server.run_dir),
+        "port": server.port,
+        "api_url": server.api_url,
+        "ui_url": server.ui_url,
+        "pids": server.pids,
+    }
+    return ComponentReport("Prefect", action, server.api_url, server.pids, server.run_dir)
+
+
+def read_password_file(path: Path) -> str:
+    """Return the password in ``path``, without one trailing newline.
+
+    Raises:
+        StackError: the file is missing, or group or others may read or write it.
+    """
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StackError(f"could not read the mail password file {path}: {exc}") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise StackError(
+            f"the mail password file {path} has mode {stat.S_IMODE(mode):04o}; "
+            f"run `chmod 600 {shlex.quote(str(path))}` so that only its owner can read it"
+        )
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+def _mail_password(args: argparse.Namespace) -> str | None:
+    if args.mail_user is None:
+        if args.mail_password_file or args.mail_password_stdin:
+            raise StackError("a mail password was given without --mail-user")
+        return None
+    if args.mail_password_file is not None:
+        return read_password_file(args.mail_password_file)
+    if args.mail_password_stdin:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+        if not password:
+            raise StackError("no mail password on standard input")
+        return password
+    raise StackError("--mail-user needs --mail-password-file FILE or --mail-password-stdin")
+
+
+def write_env_file(directory: StackDirectory, state: dict[str, Any]) -> None:
+    """Write ``DIR/env`` (mode 0600): the ``export`` lines that point clients at the stack."""
+    components = state["components"]
+    client_home = directory.path / "prefect-client"
+    warden_home = directory.path / "warden"
+    client_home.mkdir(parents=True, exist_ok=True)
+    warden_home.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    variables = {
+        "PREFECT_API_URL": components["prefect"]["api_url"],
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_HOME": str(client_home),
+        "WARDEN_HOME": str(warden_home),
+        "VAULT_ADDR": components["openbao"]["address"],
+    }
+    load_command = ". " + shlex.quote(str(directory.env_path))
+    lines = [
+        f"# Written by `python -m stack up`. Load it with: {load_command}",
+        f"# The OpenBao root token is in {components['openbao']['root_token_file']}.",
+        *(f"export {name}={shlex.quote(value)}" for name, value in variables.items()),
+    ]
+    write_private(directory.env_path, "\n".join(lines) + "\n")
+
+
+def print_table(reports: list[ComponentReport]) -> None:
+    """Print one aligned line per component: name, state, address, pids and run directory."""
+    rows = [("COMPONENT", "STATE", "ADDRESS", "PIDS", "RUN DIR")]
+    for report in reports:
+        pids = ",".join(str(pid) for pid in report.pids) or "-"
+        rows.append((report.name, report.state, report.address, pids, str(report.run_dir or "-")))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]))
+
+
+def command_up(args: argparse.Namespace) -> int:
+    """Start or reuse every component, add the mail user, write ``stack.json`` and ``env``."""
+    if os.geteuid() != 0:
+        raise StackError(
+            "`python -m stack up` must run as root, because Dovecot, php-fpm and nginx "
+            "switch users; run it with sudo"
+        )
+    directory = StackDirectory(args.dir)
+    password = _mail_password(args)
+    state = directory.load_state()
+    state["version"] = STATE_VERSION
+    reports: list[ComponentReport] = []
+
+    try:
+        reports.append(_up_openbao(directory, state))
+        mail_server, action = _up_mail(directory, state)
+        reports.append(_mail_report(mail_server, action))
+        if args.mail_user is not None and password is not None:
+            mail_server.add_user(args.mail_user, password)
+            users = set(state.get("mail_users", [])) | {args.mail_user}
+            state["mail_users"] = sorted(users)
+        reports.append(_up_prefect(directory, state))
+    finally:
+        # Record whatever runs by now, so that `down` can stop it after a failure.
+        directory.save_state(state)
+
+    write_env_file(directory, state)
+    print_table(reports)
+    print(f"\nLoad the environment with: . {shlex.quote(str(directory.env_path))}")
+    print(f"OpenBao root token file: {state['components']['openbao']['root_token_file']}")
+    if state.get("mail_users"):
+        print(f"Mail users: {', '.join(state['mail_users'])}")
+    return 0
+
+
+def command_down(args: argparse.Namespace) -> int:
+    """Stop, by their recorded pids, every process that ``up`` started from ``--dir``."""
+    directory = StackDirectory(args.dir)
+    if not directory.state_path.exists():
+        print(f"No stack in {directory.path}: {directory.state_path} does not exist.")
+        return 0
+    state = directory.load_state()
+    components = state["components"]
+    reports: list[ComponentReport] = []
+    errors: list[StackError] = []
+
+    # Stop in the reverse order of `up`, and try every component even if one fails.
+    prefect_state = components.get("prefect", {})
+    if prefect_state and not prefect_state.get("external"):
+        prefect = _prefect(directory, prefect_state)
+        reports.append(ComponentReport("Prefect", "stopped", prefect.api_url, [], prefect.run_dir))
+        _stop_component(prefect, prefect_state, reports[-1], errors)
+    if "mail" in components:
+        mail_server = _mail(directory, components["mail"])
+        reports.append(_mail_report(mail_server, "stopped"))
+        _stop_component(mail_server, components["mail"], reports[-1], errors)
+    if "openbao" in components:
+        openbao = _openbao(directory, components["openbao"])
+        reports.append(ComponentReport("OpenBao", "stopped", openbao.address, [], openbao.run_dir))
+        _stop_component(openbao, components["openbao"], reports[-1], errors)
+
+    directory.save_state(state)
+    print_table(reports)
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _stop_component(
+    component: PrefectServer | MailServer | OpenBaoDevServer,
+    stored: dict[str, Any],
+    report: ComponentReport,
+    errors: list[StackError],
+) -> None:
+    try:
+        component.stop()
+    except StackError as exc:
+        errors.append(exc)
+        report.state = "stop failed"
+    report.pids = component.pids
+    stored["pids"] = report.pids
+
+
+def command_status(args: argparse.Namespace) -> int:
+    """Print whether each component of ``--dir`` runs; return 0 only if all of them do."""
+    directory = StackDirectory(args.dir)
+    components = directory.load_state()["components"]
+    reports: list[ComponentReport] = []
+
+    if "openbao" in components:
+        openbao = _openbao(directory, components["openbao"])
+        running = openbao.is_running()
+        reports.append(
+            ComponentReport(
+                "OpenBao",
+                "running" if running else "stopped",
+                openbao.address,
+                openbao.pids,
+                openbao.run_dir,
+            )
+        )
+    if "mail" in components:
+        mail_server = _mail(directory, components["mail"])
+        reports.append(
+            _mail_report(mail_server, "running" if mail_server.is_running() else "stopped")
+        )
+    prefect_state = components.get("prefect", {})
+    if prefect_state.get("external"):
+        reports.append(ComponentReport("Prefect", "external", prefect_state["api_url"], [], None))
+    elif prefect_state:
+        prefect = _prefect(directory, prefect_state)
+        running = prefect.is_running()
+        reports.append(
+            ComponentReport(
+                "Prefect",
+                "running" if running else "stopped",
+                prefect.api_url,
+                prefect.pids,
+                prefect.run_dir,
+            )
+        )
+
+    if not reports:
+        print(f"No stack in {directory.path}; start one with `python -m stack up`.")
+        return 1
+    print_table(reports)
+    all_running = all(report.state in ("running", "external") for report in reports)
+    return 0 if all_running and len(reports) == 3 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of ``python -m stack``."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(".stack"),
+        help="directory for run directories, stack.json and env (default: .stack)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="python -m stack",
+        description="Start, stop and inspect the local stack: OpenBao, mail (Dovecot and "
+        "Roundcube) and Prefect, on loopback.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser(
+        "up", parents=[common], help="start or reuse every component and write DIR/env"
+    )
+    up.add_argument("--mail-user", help="mailbox user to add or update in the mail server")
+    password = up.add_mutually_exclusive_group()
+    password.add_argument(
+        "--mail-password-file",
+        type=Path,
+        help="file (mode 0600) that contains the password of --mail-user",
+    )
+    password.add_argument(
+        "--mail-password-stdin",
+        action="store_true",
+        help="read the password of --mail-user from the first line of standard input",
+    )
+    up.set_defaults(handler=command_up)
+
+    down = commands.add_parser("down", parents=[common], help="stop every process of the stack")
+    down.set_defaults(handler=command_down)
+    status = commands.add_parser(
+        "status", parents=[common], help="show which components run; exit 1 if one does not"
+    )
+    status.set_defaults(handler=command_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m stack`` with ``argv`` and return the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Session-scoped pytest fixtures that run the real stack on free loopback ports.
+
+Load them in ``tests/conftest.py``::
+
+    pytest_plugins = ["stack.testing"]
+
+Each fixture starts its component once per test session, in a run directory
+below ``stack_run_dir``, and stops it by pid when the session ends. The mail
+server needs root (see :mod:`stack.mail`).
+
+``prefect_server`` also points this test process at the server for the whole
+session: it sets ``PREFECT_API_URL``, ``PREFECT_HOME`` (a client directory apart
+from the server's), ``DO_NOT_TRACK=1`` and ``PREFECT_SERVER_ANALYTICS_ENABLED=false``
+in ``os.environ``, so subprocesses inherit them, refreshes Prefect's settings if
+Prefect is already imported, and restores all of it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stack.mail import MailServer
+from stack.openbao import OpenBaoDevServer
+from stack.prefect_server import PrefectServer
+
+__all__ = ["mail_server", "openbao_server", "prefect_server", "stack_run_dir"]
+
+
+@pytest.fixture(scope="session")
+def stack_run_dir() -> Iterator[Path]:
+    """Create a directory (mode 0755) below the system's temporary directory for run directories.
+
+    It is not below pytest's ``tmp_path``: ``/tmp/pytest-of-root`` has mode 0700,
+    and the mail server's daemons run as other users. The directory is deleted after the session.
+    """
+    path = Path(tempfile.mkdtemp(prefix="warden-stack-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def openbao_server(stack_run_dir: Path) -> Iterator[OpenBaoDevServer]:
+    """Start an OpenBao dev server for the test session; ``root_token`` is its root token."""
+    server = OpenBaoDevServer(stack_run_dir / "openbao")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mail_server(stack_run_dir: Path) -> Iterator[MailServer]:
+    """Start Dovecot and Roundcube for the test session, with no users (see ``add_user``)."""
+    server = MailServer(stack_run_dir / "mail")
+    server.start()
+    yield server
+    server.stop()
+
+
+def _refresh_prefect_settings() -> None:
+    # Prefect builds its settings from the environment when it is imported; a
+    # process that imported it earlier keeps the old ones until they are refreshed.
+    context_module = sys.modules.get("prefect.context")
+    if context_module is not None:
+        context_module.refresh_global_settings_context()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(stack_run_dir: Path) -> Iterator[PrefectServer]:
+    """Start a Prefect server and make it the API of this process and its subprocesses."""
+    server = PrefectServer(stack_run_dir / "prefect-server")
+    server.start()
+
+    client_home = stack_run_dir / "prefect-client"
+    client_home.mkdir(exist_ok=True)
+    settings = {
+        "PREFECT_API_URL": server.api_url,
+        "PREFECT_HOME": str(client_home),
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    previous = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    _refresh_prefect_settings()
+    try:
+        yield server
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        _refresh_prefect_settings()
+        server.stop()
