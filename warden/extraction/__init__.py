@@ -1,0 +1,34 @@
+"""Turn attachments into text: a pipeline of named stages with one settings object.
+
+``sniff`` decides the type from the content. Then one stage per kind turns
+the bytes into text: PDF, image OCR, DOCX, XLSX, e-mail, zip, 7z, tar, RAR,
+gzip/bzip2/xz, text and HTML. Archives and e-mails hand their members back to
+the pipeline one level deeper, under one shared budget of bytes, entries,
+depth, text and time.
+
+Use :func:`extract_in_sandbox` for anything fetched from outside: it runs
+the pipeline in a worker process with memory, CPU and wall-clock limits and
+always returns a result. :func:`extract_bytes` runs it in-process.
+"""
+
+from warden.extraction.pipeline import extract_bytes
+from warden.extraction.results import (
+    ExtractionResult,
+    ExtractionStatus,
+    MemberResult,
+    PageMethod,
+    PageResult,
+)
+from warden.extraction.sandbox import extract_in_sandbox
+from warden.extraction.settings import ExtractionSettings
+
+__all__ = [
+    "ExtractionResult",
+    "ExtractionSettings",
+    "ExtractionStatus",
+    "MemberResult",
+    "PageMethod",
+    "PageResult",
+    "extract_bytes",
+    "extract_in_sandbox",
+]

@@ -1,0 +1,380 @@
+"""Run the extraction pipeline in a separate, limited process.
+
+Each call starts ``python -m warden.extraction.worker`` in a new session (so
+it leads its own process group) with:
+
+* ``RLIMIT_AS`` = ``max_memory_bytes`` and ``RLIMIT_CPU`` = ``max_cpu_seconds``,
+  set by this process before any attachment byte is sent, and inherited by the
+  tools the worker starts (bsdtar, tesseract);
+* a wall clock of ``timeout_seconds``, after which the whole process group is
+  killed, so tools die with the worker;
+* a cap of ``max_output_bytes`` on what it may send back;
+* a minimal environment (no credentials of this process) and a private
+  working and temporary directory that is removed afterwards, whatever
+  happened.
+
+Every outcome, a crash or a limit included, comes back as an
+:class:`ExtractionResult`; nothing is raised to the caller.
+
+Linux only: the limits use ``prlimit`` and the reaping uses ``waitid``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+import warden
+from warden.extraction.results import ExtractionResult
+from warden.extraction.settings import ExtractionSettings
+from warden.extraction.worker import apply_resource_limits
+
+__all__ = ["extract_in_sandbox"]
+
+logger = logging.getLogger(__name__)
+
+PIPE_WRITE_BYTES = 64 * 1024
+PIPE_READ_BYTES = 64 * 1024
+STDERR_TAIL_BYTES = 16 * 1024
+PROJECT_ROOT = Path(warden.__file__).resolve().parent.parent
+PASSED_ENVIRONMENT = ("PATH", "TESSDATA_PREFIX")
+
+
+def worker_deadline_margin_seconds(timeout_seconds: float) -> float:
+    """Return how long before the hard kill the worker stops starting new work."""
+    return min(5.0, max(0.2, timeout_seconds * 0.1))
+
+
+@dataclass
+class WorkerRun:
+    """Output and exit state of one worker process."""
+
+    stdout: bytearray = field(default_factory=bytearray)
+    stderr_tail: bytes = b""
+    returncode: int | None = None
+    timed_out: bool = False
+    output_exceeded: bool = False
+
+
+def extract_in_sandbox(
+    data: bytes,
+    *,
+    filename: str | None,
+    declared_type: str | None,
+    settings: ExtractionSettings,
+) -> ExtractionResult:
+    """Extract the text of one attachment in a worker process with resource limits.
+
+    Never raises for a bad file: crashes, limits and timeouts come back as a
+    result with status ``failed`` and an error that names the limit to raise.
+
+    Example::
+
+        result = extract_in_sandbox(
+            payload, filename="invoice.pdf", declared_type="application/pdf",
+            settings=ExtractionSettings(),
+        )
+        if result.status in ("ok", "partial"):
+            index(result.text)
+    """
+    started = time.monotonic()
+    name = filename or "the attachment"
+    try:
+        run = run_worker(data, filename, declared_type, settings, started)
+    except OSError as exc:
+        logger.warning("Could not start the extraction worker for %r", name, exc_info=True)
+        return failed_result(
+            filename,
+            declared_type,
+            started,
+            f"Could not start the extraction worker for '{name}': {exc}. Check that "
+            f"{sys.executable} can run `-m warden.extraction.worker`.",
+        )
+
+    result = interpret(run, filename, declared_type, settings, started)
+    logger.info(
+        "Extracted %r in the sandbox: status=%s, %d characters, %.2f s",
+        name,
+        result.status,
+        len(result.text),
+        result.elapsed_seconds,
+    )
+    return result
+
+
+def worker_environment(work_dir: str) -> dict[str, str]:
+    """Return the worker's environment: no inherited secrets, temp files in ``work_dir``."""
+    env = {key: os.environ[key] for key in PASSED_ENVIRONMENT if key in os.environ}
+    env.setdefault("PATH", os.defpath)
+    env.update(
+        {
+            "HOME": work_dir,
+            "TMPDIR": work_dir,
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "PYTHONPATH": str(PROJECT_ROOT),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            # One thread per tesseract and two malloc arenas keep the address
+            # space, which RLIMIT_AS counts, close to what is really used.
+            "OMP_THREAD_LIMIT": "1",
+            "MALLOC_ARENA_MAX": "2",
+        }
+    )
+    return env
+
+
+def run_worker(
+    data: bytes,
+    filename: str | None,
+    declared_type: str | None,
+    settings: ExtractionSettings,
+    started: float,
+) -> WorkerRun:
+    deadline = started + settings.timeout_seconds
+    header = {
+        "filename": filename,
+        "declared_type": declared_type,
+        "settings": settings.to_worker_payload(),
+        "deadline_monotonic": deadline - worker_deadline_margin_seconds(settings.timeout_seconds),
+        "size": len(data),
+    }
+    request = [json.dumps(header).encode("utf-8") + b"\n", data]
+
+    # The worker could leave entries it made unremovable; that must not raise here.
+    with tempfile.TemporaryDirectory(
+        prefix="warden-extract-", ignore_cleanup_errors=True
+    ) as work_dir:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "warden.extraction.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=work_dir,
+            env=worker_environment(work_dir),
+            start_new_session=True,
+        )
+        run = WorkerRun()
+        try:
+            apply_resource_limits(process.pid, settings)
+            run = exchange(process, request, deadline, settings.max_output_bytes)
+            if not run.timed_out and not run.output_exceeded:
+                run.timed_out = not wait_without_reaping(process.pid, deadline)
+        except ProcessLookupError:
+            pass  # the worker died before its limits were set; its exit status is reported below
+        finally:
+            # Kill the group before reaping the leader, so that its process group
+            # id cannot have been reused: this ends tools the worker left behind.
+            kill_process_group(process.pid)
+            run.returncode = process.wait()
+            for stream in (process.stdin, process.stdout, process.stderr):
+                if stream is not None and not stream.closed:
+                    stream.close()
+    return run
+
+
+def exchange(
+    process: subprocess.Popen[bytes], request: list[bytes], deadline: float, max_output_bytes: int
+) -> WorkerRun:
+    """Write the request and read stdout and stderr until both close, the deadline, or the cap."""
+    assert process.stdin is not None
+    assert process.stdout is not None
+    assert process.stderr is not None
+    run = WorkerRun()
+    pending = [memoryview(chunk) for chunk in request if chunk]
+    stderr_buffer = bytearray()
+
+    selector = selectors.DefaultSelector()
+    os.set_blocking(process.stdin.fileno(), False)
+    selector.register(process.stdin, selectors.EVENT_WRITE)
+    selector.register(process.stdout, selectors.EVENT_READ)
+    selector.register(process.stderr, selectors.EVENT_READ)
+
+    try:
+        while selector.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                run.timed_out = True
+                break
+            for key, _ in selector.select(remaining):
+                stream = key.fileobj
+                if stream is process.stdin:
+                    if write_some(process.stdin.fileno(), pending):
+                        selector.unregister(stream)
+                        process.stdin.close()
+                    continue
+
+                chunk = os.read(key.fd, PIPE_READ_BYTES)
+                if not chunk:
+                    selector.unregister(stream)
+                    continue
+                if stream is process.stdout:
+                    run.stdout += chunk
+                    if len(run.stdout) > max_output_bytes:
+                        run.output_exceeded = True
+                        return run
+                else:
+                    stderr_buffer += chunk
+                    del stderr_buffer[:-STDERR_TAIL_BYTES]
+    finally:
+        selector.close()
+        run.stderr_tail = bytes(stderr_buffer)
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if not stream.closed:
+                stream.close()
+    return run
+
+
+def write_some(fd: int, pending: list[memoryview]) -> bool:
+    """Write what the pipe takes now; return True when everything is written or the reader left."""
+    while pending:
+        try:
+            written = os.write(fd, pending[0][:PIPE_WRITE_BYTES])
+        except BlockingIOError:
+            return False
+        except BrokenPipeError:
+            pending.clear()
+            return True
+        pending[0] = pending[0][written:]
+        if not len(pending[0]):
+            pending.pop(0)
+    return True
+
+
+def wait_without_reaping(pid: int, deadline: float) -> bool:
+    """Wait until ``pid`` exits, leaving it a zombie; return False if the deadline came first."""
+    while True:
+        try:
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if info is not None:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+
+
+def kill_process_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def interpret(
+    run: WorkerRun,
+    filename: str | None,
+    declared_type: str | None,
+    settings: ExtractionSettings,
+    started: float,
+) -> ExtractionResult:
+    """Turn what the worker did into a result, explaining limits and crashes."""
+    name = filename or "the attachment"
+    if run.stderr_tail:
+        logger.debug(
+            "Extraction worker log for %r:\n%s",
+            name,
+            run.stderr_tail.decode("utf-8", errors="replace"),
+        )
+
+    if run.timed_out:
+        return failed_result(
+            filename,
+            declared_type,
+            started,
+            f"Extraction of '{name}' timed out after {settings.timeout_seconds:g} s "
+            "(timeout_seconds); the worker and the tools it started were killed. If the file "
+            "is legitimate, raise timeout_seconds in the extraction settings.",
+        )
+    if run.output_exceeded:
+        return failed_result(
+            filename,
+            declared_type,
+            started,
+            f"The extraction worker for '{name}' sent more than {settings.max_output_bytes} "
+            "bytes (max_output_bytes) and was killed. Raise max_output_bytes, or lower "
+            "max_text_chars, in the extraction settings.",
+        )
+    if run.returncode != 0:
+        return failed_result(filename, declared_type, started, crash_message(run, name, settings))
+
+    try:
+        result = ExtractionResult.model_validate_json(bytes(run.stdout))
+    except ValidationError as exc:
+        logger.warning("The extraction worker for %r returned an invalid result: %s", name, exc)
+        return failed_result(
+            filename,
+            declared_type,
+            started,
+            f"The extraction worker for '{name}' exited normally but returned an invalid "
+            "result; this is a bug in warden.extraction, please report it.",
+        )
+    return result.model_copy(
+        update={
+            "filename": filename,
+            "declared_type": declared_type,
+            "elapsed_seconds": round(time.monotonic() - started, 3),
+        }
+    )
+
+
+def crash_message(run: WorkerRun, name: str, settings: ExtractionSettings) -> str:
+    returncode = run.returncode or 0
+    if returncode < 0:
+        signal_name = signal_label(-returncode)
+        if -returncode == signal.SIGXCPU:
+            return (
+                f"The extraction worker for '{name}' used up its CPU time "
+                f"(max_cpu_seconds={settings.max_cpu_seconds}) and was stopped with "
+                f"{signal_name}. If the file is legitimate, raise max_cpu_seconds in the "
+                "extraction settings."
+            )
+        return (
+            f"The extraction worker for '{name}' crashed with {signal_name}. Under a memory "
+            f"limit of max_memory_bytes={settings.max_memory_bytes}, this is most often an "
+            "allocation that failed inside a parser, or the CPU hard limit (SIGKILL). If the "
+            "file is legitimate, raise max_memory_bytes (or max_cpu_seconds) in the "
+            "extraction settings."
+        )
+
+    if b"MemoryError" in run.stderr_tail:
+        return (
+            f"The extraction worker for '{name}' ran out of memory "
+            f"(max_memory_bytes={settings.max_memory_bytes}) and exited with status "
+            f"{returncode}. If the file is legitimate, raise max_memory_bytes in the "
+            "extraction settings."
+        )
+    return (
+        f"The extraction worker for '{name}' exited with status {returncode} without a "
+        "result; its log is at DEBUG level of the warden.extraction.sandbox logger."
+    )
+
+
+def signal_label(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def failed_result(
+    filename: str | None, declared_type: str | None, started: float, error: str
+) -> ExtractionResult:
+    return ExtractionResult(
+        status="failed",
+        mime_type=None,
+        declared_type=declared_type,
+        filename=filename,
+        error=error,
+        elapsed_seconds=round(time.monotonic() - started, 3),
+    )
