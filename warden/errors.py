@@ -56,7 +56,7 @@ __all__ = [
 
 
 class ErrorKind(StrEnum):
-    """What an error means for the caller: retry, fix configuration, give up, or report a bug."""
+    """The kind of an error, which tells the caller to retry, fix configuration, give up, or report a bug."""
 
     TRANSIENT = "transient"
     CONFIG = "config"
@@ -95,7 +95,7 @@ class BugError(WardenError):
 
 
 class SiteUnreachable(TransientError):
-    """The site did not answer: connection refused, timeout, or a 5xx status."""
+    """The site did not respond usefully: connection refused, timeout, or a 5xx status."""
 
 
 class RateLimited(TransientError):
@@ -107,7 +107,7 @@ class RateLimited(TransientError):
 
 
 class VaultUnavailable(TransientError):
-    """The vault did not answer, or answered that it is sealed."""
+    """The vault did not respond, or responded that it is sealed."""
 
 
 class AccountNotFound(ConfigError):

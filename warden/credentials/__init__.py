@@ -1,0 +1,1 @@
+"""Vault tokens, their policies, and the redaction of secrets in logs."""

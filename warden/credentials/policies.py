@@ -1,0 +1,109 @@
+"""Vault policies: what each action of a sync may touch, per account.
+
+A sync never has a token that can read another account's paths or do more
+than its current action needs. The runner (the AppRole identity of the flows)
+may only create child tokens through one token role whose
+``allowed_policies_glob`` admits the per-account action policies below, and
+revoke and look up tokens by accessor for the wipe.
+
+KV v2 policy paths include ``data/``: the secret at ``connectors/demo`` on the
+``secret`` mount is ``secret/data/connectors/demo`` in a policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = [
+    "ACTION_POLICY_PREFIX",
+    "RUNNER_POLICY",
+    "TOKEN_ROLE",
+    "Action",
+    "ActionRule",
+    "AccountPaths",
+    "action_policy_name",
+    "render_action_policy",
+    "render_runner_policy",
+    "rule_for",
+]
+
+ACTION_POLICY_PREFIX = "warden-acct-"
+RUNNER_POLICY = "warden-runner"
+TOKEN_ROLE = "warden-action"
+
+
+class Action(StrEnum):
+    """A step of a sync that needs a secret, and so gets its own token."""
+
+    PROBE = "probe"
+    REFRESH = "refresh"
+    FETCH = "fetch"
+
+
+@dataclass(frozen=True)
+class ActionRule:
+    """Capabilities one action needs, and how many vault requests its token may make."""
+
+    read_login_secret: bool
+    decrypt_session: bool
+    encrypt_session: bool
+    num_uses: int
+
+
+# Each count is the requests the action makes plus a small margin for one
+# write-back after a partial failure. Denied requests also consume uses.
+_RULES = {
+    Action.PROBE: ActionRule(read_login_secret=False, decrypt_session=True, encrypt_session=True, num_uses=4),
+    Action.REFRESH: ActionRule(read_login_secret=True, decrypt_session=False, encrypt_session=True, num_uses=4),
+    Action.FETCH: ActionRule(read_login_secret=False, decrypt_session=True, encrypt_session=True, num_uses=6),
+}
+
+
+def rule_for(action: Action) -> ActionRule:
+    """Return the capabilities and use count of an action."""
+    return _RULES[action]
+
+
+@dataclass(frozen=True)
+class AccountPaths:
+    """Vault locations of one account's login secret and session key."""
+
+    account: str
+    kv_mount: str
+    login_secret_path: str
+    transit_mount: str
+    session_key: str
+
+    @property
+    def login_secret_policy_path(self) -> str:
+        return f"{self.kv_mount}/data/{self.login_secret_path}"
+
+
+def action_policy_name(account: str, action: Action) -> str:
+    """Return the policy name for one account's action, e.g. ``warden-acct-demo-fetch``."""
+    return f"{ACTION_POLICY_PREFIX}{account}-{action.value}"
+
+
+def render_action_policy(paths: AccountPaths, action: Action) -> str:
+    """Render the HCL policy that grants exactly what ``action`` needs on ``paths``."""
+    rule = rule_for(action)
+    blocks = []
+
+    if rule.read_login_secret:
+        blocks.append(f'path "{paths.login_secret_policy_path}" {{ capabilities = ["read"] }}')
+    if rule.decrypt_session:
+        blocks.append(f'path "{paths.transit_mount}/decrypt/{paths.session_key}" {{ capabilities = ["update"] }}')
+    if rule.encrypt_session:
+        blocks.append(f'path "{paths.transit_mount}/encrypt/{paths.session_key}" {{ capabilities = ["update"] }}')
+    return "\n".join(blocks) + "\n"
+
+
+def render_runner_policy() -> str:
+    """Render the policy of the runner identity: create action tokens, revoke and look them up."""
+    return (
+        f'path "auth/token/create/{TOKEN_ROLE}" {{ capabilities = ["update"] }}\n'
+        'path "auth/token/revoke-accessor" { capabilities = ["update"] }\n'
+        'path "auth/token/lookup-accessor" { capabilities = ["update"] }\n'
+        'path "auth/token/revoke-self" { capabilities = ["update"] }\n'
+    )

@@ -1,0 +1,112 @@
+"""Prepare a vault for Connector Warden, and register an account's secrets in it.
+
+These functions need an administrator's token (the root token of the dev
+stack, or an operator's token in production); flows never call them. Each
+step is idempotent, so running set-up again repairs a partial set-up.
+
+What is created:
+- the AppRole auth method and a role (default ``warden``) whose tokens carry
+  only the runner policy;
+- the transit engine, with one key per account for its saved sessions;
+- the token role ``warden-action`` that child tokens are created through;
+- per account and action, a policy named ``warden-acct-<account>-<action>``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import hvac
+from pydantic import SecretStr
+
+from warden.credentials.policies import (
+    ACTION_POLICY_PREFIX,
+    RUNNER_POLICY,
+    TOKEN_ROLE,
+    AccountPaths,
+    Action,
+    action_policy_name,
+    render_action_policy,
+    render_runner_policy,
+)
+
+__all__ = ["RunnerCredentials", "provision_account", "provision_runner"]
+
+logger = logging.getLogger("warden.vault")
+
+# The longest any action token may live, whatever an account Block requests.
+MAX_ACTION_TOKEN_TTL_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class RunnerCredentials:
+    """The AppRole identity the flows log in with."""
+
+    role_id: str
+    secret_id: SecretStr
+
+
+def provision_runner(
+    admin: hvac.Client,
+    *,
+    role_name: str = "warden",
+    approle_mount: str = "approle",
+    transit_mount: str = "transit",
+    runner_token_ttl: str = "1h",
+    secret_id_ttl: str = "0",
+) -> RunnerCredentials:
+    """Enable AppRole and transit, write the runner policy and token role, and mint a secret id."""
+    auth_methods = admin.sys.list_auth_methods()["data"]
+    if f"{approle_mount}/" not in auth_methods:
+        admin.sys.enable_auth_method("approle", path=approle_mount)
+
+    engines = admin.sys.list_mounted_secrets_engines()["data"]
+    if f"{transit_mount}/" not in engines:
+        admin.sys.enable_secrets_engine("transit", path=transit_mount)
+
+    admin.sys.create_or_update_policy(RUNNER_POLICY, render_runner_policy())
+    admin.write(
+        f"auth/token/roles/{TOKEN_ROLE}",
+        allowed_policies_glob=[f"{ACTION_POLICY_PREFIX}*"],
+        disallowed_policies=["root"],
+        orphan=False,
+        renewable=False,
+        token_type="service",
+        token_explicit_max_ttl=MAX_ACTION_TOKEN_TTL_SECONDS,
+        token_no_default_policy=True,
+    )
+    admin.auth.approle.create_or_update_approle(
+        role_name,
+        token_policies=[RUNNER_POLICY],
+        token_ttl=runner_token_ttl,
+        token_max_ttl=runner_token_ttl,
+        token_type="service",
+        secret_id_ttl=secret_id_ttl,
+        mount_point=approle_mount,
+    )
+
+    role_id = admin.auth.approle.read_role_id(role_name, mount_point=approle_mount)["data"]["role_id"]
+    secret_id = admin.auth.approle.generate_secret_id(role_name, mount_point=approle_mount)["data"]["secret_id"]
+    logger.info("vault.runner_provisioned role=%s mount=%s", role_name, approle_mount)
+    return RunnerCredentials(role_id=role_id, secret_id=SecretStr(secret_id))
+
+
+def provision_account(
+    admin: hvac.Client, paths: AccountPaths, login_secret: dict[str, SecretStr] | None = None
+) -> None:
+    """Create the account's transit key and action policies, and store its login secret if given."""
+    admin.secrets.transit.create_key(name=paths.session_key, mount_point=paths.transit_mount)
+
+    for action in Action:
+        admin.sys.create_or_update_policy(
+            action_policy_name(paths.account, action), render_action_policy(paths, action)
+        )
+
+    if login_secret is not None:
+        admin.secrets.kv.v2.create_or_update_secret(
+            path=paths.login_secret_path,
+            secret={key: value.get_secret_value() for key, value in login_secret.items()},
+            mount_point=paths.kv_mount,
+        )
+    logger.info("vault.account_provisioned account=%s", paths.account)

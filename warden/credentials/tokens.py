@@ -1,0 +1,105 @@
+"""Typed values for vault tokens: wrapped, unwrapped, revoked.
+
+A token is a value with an expiry. The secret part is a ``SecretStr``, so it
+never shows in a ``repr``, a log line or a Prefect parameter view. Logs,
+artifacts and the wipe use the accessor instead.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+__all__ = ["RevocationProof", "ScopedToken", "TokenLedger", "WrappedToken"]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class WrappedToken(BaseModel):
+    """A response-wrapped child token, as handed from the issue task to the task that uses it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    wrapping_token: SecretStr = Field(description="Single-use token that unwraps to the child token.")
+    accessor: str = Field(description="Accessor of the wrapped child token (not of the wrapping token).")
+    account: str
+    action: str
+    policies: tuple[str, ...]
+    issued_at: datetime
+    expires_at: datetime = Field(description="When the child token expires, whether used or not.")
+    num_uses: int
+
+
+class ScopedToken(BaseModel):
+    """An unwrapped, short-lived, least-privilege vault token for one action of one account."""
+
+    model_config = ConfigDict(frozen=True)
+
+    accessor: str
+    secret: SecretStr
+    account: str
+    action: str
+    policies: tuple[str, ...]
+    issued_at: datetime
+    expires_at: datetime
+    num_uses: int
+
+    @property
+    def seconds_left(self) -> float:
+        return (self.expires_at - utc_now()).total_seconds()
+
+
+class RevocationProof(BaseModel):
+    """The wipe's record for one token: when it was issued and revoked, and whether a lookup failed."""
+
+    accessor: str
+    account: str
+    action: str
+    issued_at: datetime
+    revoked_at: datetime | None = None
+    proven: bool = False
+    detail: str = ""
+
+
+class TokenLedger:
+    """Every token a run issued, so the wipe can revoke each and prove it.
+
+    A plain class, not a model: Prefect copies models and dataclasses passed to
+    tasks, and every task of a run must record into the same ledger. Unwrapped
+    tokens are kept here so a retried task reuses its token instead of
+    unwrapping a single-use wrapping token twice.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._issued: dict[str, WrappedToken] = {}
+        self._unwrapped: dict[str, ScopedToken] = {}
+
+    def record_issued(self, wrapped: WrappedToken) -> None:
+        with self._lock:
+            self._issued[wrapped.accessor] = wrapped
+
+    def record_unwrapped(self, token: ScopedToken) -> None:
+        with self._lock:
+            self._unwrapped[token.accessor] = token
+
+    def unwrapped(self, accessor: str) -> ScopedToken | None:
+        with self._lock:
+            return self._unwrapped.get(accessor)
+
+    def issued(self) -> list[WrappedToken]:
+        with self._lock:
+            return list(self._issued.values())
+
+    def drop_secrets(self) -> None:
+        """Forget every unwrapped token so no reference keeps the secrets alive."""
+        with self._lock:
+            self._unwrapped.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._issued)
