@@ -1,0 +1,63 @@
+"""An account as the library uses it: plain configuration, no secrets.
+
+The flows build an :class:`AccountConfig` from the account's Prefect Block;
+tests and other callers can build one directly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field
+
+from warden.connectors.http import HttpSettings
+from warden.credentials.policies import AccountPaths
+
+__all__ = ["AccountConfig", "BrowserBudget"]
+
+
+class BrowserBudget(BaseModel):
+    """Limits for one browser job of this account."""
+
+    timeout_seconds: float = Field(default=60.0, description="Wall-clock limit of one login.")
+    max_cpu_seconds: float = Field(default=30.0, description="CPU seconds the job's Chromium processes may use.")
+    max_memory_bytes: int = Field(default=1024 * 1024 * 1024, description="Unique memory of the job's Chromium tree.")
+
+
+class AccountConfig(BaseModel):
+    """Everything a sync needs to know about one account, except its secrets."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    connector: Literal["roundcube"] = "roundcube"
+    base_url: str
+    username: str
+    mailboxes: list[str] = Field(default_factory=lambda: ["INBOX"])
+
+    kv_mount: str = "secret"
+    login_secret_path: str
+    transit_mount: str = "transit"
+    session_key: str
+
+    session_lifetime_seconds: float = Field(default=600.0, gt=0)
+    refresh_margin_fraction: float = Field(default=0.2, ge=0, lt=1)
+    token_ttl_seconds: int = Field(default=60, ge=5, le=600)
+
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    browser: BrowserBudget = Field(default_factory=BrowserBudget)
+    ocr_enabled: bool = True
+
+    @property
+    def paths(self) -> AccountPaths:
+        return AccountPaths(
+            account=self.name,
+            kv_mount=self.kv_mount,
+            login_secret_path=self.login_secret_path,
+            transit_mount=self.transit_mount,
+            session_key=self.session_key,
+        )
+
+    @property
+    def site(self) -> str:
+        """The host the account's requests go to, which names its per-site limits."""
+        return urlsplit(self.base_url).netloc

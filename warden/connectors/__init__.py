@@ -1,0 +1,1 @@
+"""Connectors: one module per site or protocol, behind the protocol in ``base``."""

@@ -1,0 +1,99 @@
+"""The connector protocol and the values its methods return.
+
+A connector for a site with a browser session implements:
+
+- ``probe(state)``: one cheap, read-only request that replays the saved
+  session over HTTP and returns a :class:`ProbeResult`. It does not raise for
+  the expected outcomes (expired, login wall, challenge, network down).
+- ``login(page, credentials)``: fill the site's login form in a fresh browser
+  page; return the extras to keep with the session (for example a CSRF token).
+- ``list_items(state, cursor)`` and ``fetch(state, item)``: read new items
+  with plain HTTP, without side effects on the account (no read flags, no
+  moves, no deletes).
+
+Adding a site is one module in this package plus an account Block; nothing in
+``flows/`` changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
+
+from pydantic import BaseModel, Field, SecretStr
+
+if TYPE_CHECKING:
+    from playwright.async_api import Page
+
+    from warden.sessions.state import SessionState
+
+__all__ = [
+    "Connector",
+    "ItemRef",
+    "LoginCredentials",
+    "ProbeResult",
+    "ProbeState",
+]
+
+
+class ProbeState(StrEnum):
+    """The state of a saved session as one probe found it."""
+
+    VALID = "valid"
+    EXPIRING = "expiring"
+    EXPIRED = "expired"
+    MISSING = "missing"
+    CHALLENGE = "challenge"
+    UNREACHABLE = "unreachable"
+    UNKNOWN = "unknown"
+
+
+# States after which an automatic refresh is worth trying.
+REFRESH_STATES = frozenset({ProbeState.EXPIRING, ProbeState.EXPIRED, ProbeState.MISSING})
+
+
+class ProbeResult(BaseModel):
+    """The outcome of one probe: a state, the reason, how long it took, and the forecast expiry."""
+
+    state: ProbeState
+    reason: str
+    elapsed_seconds: float = Field(ge=0)
+    expires_at: datetime | None = Field(default=None, description="Forecast expiry of the session, if known.")
+
+    @property
+    def needs_refresh(self) -> bool:
+        return self.state in REFRESH_STATES
+
+
+@dataclass(frozen=True)
+class LoginCredentials:
+    """A user name and password, held only for the duration of one login."""
+
+    username: str
+    password: SecretStr
+
+
+class ItemRef(BaseModel):
+    """A pointer to one item at the source: a message UID in a mailbox."""
+
+    mailbox: str
+    uid: int
+    uidvalidity: int = 0
+
+
+class Connector(Protocol):
+    """The operations a browser-session connector offers to the flows."""
+
+    kind: str
+    # Names of the cookies that carry the login; their expiry drives the forecast.
+    auth_cookie_names: frozenset[str]
+
+    async def probe(self, state: SessionState) -> tuple[ProbeResult, SessionState]:
+        """Replay ``state`` against the cheapest authenticated endpoint; return the result and rotated state."""
+        ...
+
+    async def login(self, page: Page, credentials: LoginCredentials) -> dict[str, str]:
+        """Log in on a fresh page; return extras to keep with the session."""
+        ...

@@ -1,0 +1,102 @@
+"""What one sync of one account carries from step to step.
+
+A :class:`SyncRun` contains the account's configuration, the vault session, the
+ledger of issued tokens, the stores and the connector, plus what the
+orchestrator lends it: an event sink and a limiter for shared resources. It is
+a plain class on purpose: Prefect passes it to every task by reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
+
+from pydantic import BaseModel, Field
+
+from warden.accounts import AccountConfig
+from warden.connectors.base import ProbeResult
+from warden.connectors.roundcube import RoundcubeConnector
+from warden.credentials.tokens import RevocationProof, ScopedToken, TokenLedger, WrappedToken
+from warden.credentials.vault import VaultClient
+from warden.events import EventName, EventSink, LoggingSink, WardenEvent
+from warden.sessions.browser import BrowserPool, get_browser_pool
+from warden.sessions.store import SessionStore
+from warden.store import DocumentStore
+
+__all__ = ["Limiter", "NoLimits", "SyncRun", "SyncSummary"]
+
+
+class Limiter(Protocol):
+    """Slots of shared resources, held across worker processes by the orchestrator."""
+
+    def browser_slot(self) -> AbstractAsyncContextManager[None]: ...
+
+    def site_slot(self, site: str) -> AbstractAsyncContextManager[None]: ...
+
+
+class NoLimits:
+    """A limiter that never waits, for library use without an orchestrator."""
+
+    @asynccontextmanager
+    async def browser_slot(self) -> AsyncIterator[None]:
+        yield
+
+    @asynccontextmanager
+    async def site_slot(self, site: str) -> AsyncIterator[None]:
+        yield
+
+
+class SyncSummary(BaseModel):
+    """The outcome of one sync, as ``warden sync --json`` prints it and the run artifact shows it."""
+
+    account: str
+    access_path: str
+    probe: str = Field(description="State the probe returned before any refresh.")
+    refreshed: bool = False
+    messages_seen: int = Field(default=0, description="New messages fetched and stored by this run.")
+    attachments_fetched: int = 0
+    attachments_extracted: int = 0
+    failed: int = Field(default=0, description="Attachments whose extraction failed, plus a failed step if any.")
+    run_url: str | None = None
+    tokens_issued: int = 0
+    tokens_revoked: int = 0
+    browser_launches: int = 0
+    error: str | None = None
+
+
+class SyncRun:
+    """The state one sync of one account carries between its steps."""
+
+    def __init__(
+        self,
+        account: AccountConfig,
+        *,
+        vault: VaultClient,
+        documents: DocumentStore,
+        events: EventSink | None = None,
+        limiter: Limiter | None = None,
+        browser_pool: BrowserPool | None = None,
+    ) -> None:
+        self.account = account
+        self.vault = vault
+        self.documents = documents
+        self.events = events or LoggingSink()
+        self.limiter = limiter or NoLimits()
+        self.browser_pool = browser_pool or get_browser_pool()
+        self.ledger = TokenLedger()
+        self.sessions = SessionStore(documents, vault, account.paths)
+        self.connector = RoundcubeConnector(account.base_url, account=account.name, http=account.http)
+        self.probe_result: ProbeResult | None = None
+        self.proofs: list[RevocationProof] = []
+
+    def emit(self, name: EventName, **payload: object) -> None:
+        self.events.emit(WardenEvent(name=name, account=self.account.name, payload=dict(payload)))
+
+    def token_for(self, wrapped: WrappedToken) -> ScopedToken:
+        """Unwrap ``wrapped`` once; a retried task gets the token already unwrapped."""
+        token = self.ledger.unwrapped(wrapped.accessor)
+        if token is None:
+            token = self.vault.unwrap(wrapped)
+            self.ledger.record_unwrapped(token)
+        return token

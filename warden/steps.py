@@ -1,0 +1,356 @@
+"""The steps of one sync, as plain async functions the flow's tasks call.
+
+Each step takes the :class:`~warden.run.SyncRun` and, where it needs a
+secret, the wrapped token issued for it. The steps never retry on their own;
+the HTTP layer retries single requests, and the orchestrator retries a whole
+step only for :class:`~warden.errors.TransientError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+
+from warden.connectors.base import LoginCredentials, ProbeResult, ProbeState
+from warden.connectors.mime import message_record_from_raw
+from warden.credentials.policies import Action
+from warden.credentials.tokens import RevocationProof, WrappedToken
+from warden.errors import (
+    ConfigError,
+    LoginFailed,
+    LoginRequired,
+    RevocationUnproven,
+    SessionRejected,
+    SiteUnreachable,
+    StateCorrupt,
+    UnexpectedResponse,
+)
+from warden.events import EventName
+from warden.extraction import ExtractionSettings, extract_in_sandbox
+from warden.run import SyncRun
+from warden.sessions.forecast import Forecast, forecast_expiry, refresh_margin
+from warden.sessions.state import SessionState
+
+__all__ = [
+    "ExtractOutcome",
+    "FetchOutcome",
+    "check_probe",
+    "extract",
+    "fetch",
+    "issue_token",
+    "probe",
+    "refresh",
+    "wipe",
+]
+
+logger = logging.getLogger("warden.sync")
+
+# JavaScript that copies the page's sessionStorage, which Playwright's storage_state() leaves out.
+_READ_SESSION_STORAGE = "() => Object.fromEntries(Object.entries(window.sessionStorage))"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _forecast(run: SyncRun, state: SessionState, last_valid_at: datetime | None) -> Forecast:
+    return forecast_expiry(
+        state,
+        last_valid_at=last_valid_at,
+        sliding_lifetime_seconds=run.account.session_lifetime_seconds,
+        auth_cookie_names=run.connector.auth_cookie_names,
+    )
+
+
+# -- issue ----------------------------------------------------------------------
+
+
+def issue_token(run: SyncRun, action: Action) -> WrappedToken:
+    """Create the wrapped, scoped token for one action and record it for the wipe."""
+    wrapped = run.vault.issue(run.account.paths, action, ttl_seconds=run.account.token_ttl_seconds)
+    run.ledger.record_issued(wrapped)
+    run.emit(
+        EventName.TOKEN_ISSUED,
+        action=action.value,
+        accessor=wrapped.accessor,
+        ttl_seconds=run.account.token_ttl_seconds,
+        num_uses=wrapped.num_uses,
+    )
+    return wrapped
+
+
+# -- probe ----------------------------------------------------------------------
+
+
+async def probe(run: SyncRun, wrapped: WrappedToken) -> ProbeResult:
+    """Check the saved session without a browser, store the rotated cookies, and forecast its expiry."""
+    token = run.token_for(wrapped)
+    started = utc_now()
+
+    try:
+        loaded = run.sessions.load(token)
+    except StateCorrupt as exc:
+        logger.warning("session.unreadable account=%s error=%s", run.account.name, exc)
+        result = ProbeResult(state=ProbeState.MISSING, reason=str(exc), elapsed_seconds=0.0)
+        run.emit(EventName.SESSION_PROBED, state=result.state.value, reason="stored session unreadable")
+        return result
+
+    if loaded is None:
+        result = ProbeResult(state=ProbeState.MISSING, reason="no session saved yet", elapsed_seconds=0.0)
+        run.emit(EventName.SESSION_PROBED, state=result.state.value, reason=result.reason, elapsed_seconds=0.0)
+        return result
+
+    async with run.limiter.site_slot(run.account.site):
+        result, rotated = await run.connector.probe(loaded.state)
+
+    if result.state == ProbeState.VALID:
+        forecast = _forecast(run, rotated, last_valid_at=started)
+        lifetime = run.account.session_lifetime_seconds
+        margin = refresh_margin(lifetime, fraction=run.account.refresh_margin_fraction)
+        seconds_left = forecast.seconds_left()
+        if seconds_left is not None and seconds_left <= margin.total_seconds():
+            result = result.model_copy(
+                update={
+                    "state": ProbeState.EXPIRING,
+                    "reason": f"valid, but the {forecast.source} forecast expires in {seconds_left:.0f} s",
+                }
+            )
+        result = result.model_copy(update={"expires_at": forecast.expires_at})
+        run.sessions.save(token, rotated, last_valid_at=started, forecast=forecast)
+    elif result.state in (ProbeState.UNKNOWN, ProbeState.CHALLENGE):
+        # The server responded, so it may have rotated cookies. Keep them, but not as proof of validity.
+        run.sessions.save(
+            token, rotated, last_valid_at=loaded.last_valid_at, forecast=_forecast(run, rotated, loaded.last_valid_at)
+        )
+
+    run.emit(
+        EventName.SESSION_PROBED,
+        state=result.state.value,
+        reason=result.reason,
+        elapsed_seconds=round(result.elapsed_seconds, 4),
+    )
+    logger.info(
+        "session.probed account=%s state=%s elapsed_seconds=%.3f",
+        run.account.name,
+        result.state.value,
+        result.elapsed_seconds,
+    )
+    return result
+
+
+def check_probe(run: SyncRun, result: ProbeResult) -> None:
+    """Raise for probe outcomes no automatic refresh can fix; return for valid or refreshable ones."""
+    if result.state == ProbeState.CHALLENGE:
+        run.emit(EventName.LOGIN_REQUIRED, reason=result.reason)
+        raise LoginRequired(
+            f"The site of account '{run.account.name}' asks for a challenge (CAPTCHA, second factor or consent): "
+            f"{result.reason}. Clear the challenge by logging in once in a browser, "
+            f"then run `warden sync {run.account.name}`."
+        )
+    if result.state == ProbeState.UNREACHABLE:
+        raise SiteUnreachable(result.reason)
+    if result.state == ProbeState.UNKNOWN:
+        raise UnexpectedResponse(
+            f"The probe of account '{run.account.name}' could not tell whether the session works: {result.reason}"
+        )
+
+
+# -- refresh --------------------------------------------------------------------
+
+
+async def refresh(run: SyncRun, wrapped: WrappedToken) -> SessionState:
+    """Log in with Chromium in a fresh context, capture the session, encrypt and store it."""
+    token = run.token_for(wrapped)
+    secret = run.vault.read_login_secret(token, run.account.paths)
+    password = secret.get("password")
+    if password is None:
+        raise ConfigError(
+            f"The vault secret of account '{run.account.name}' at '{run.account.paths.login_secret_policy_path}' "
+            "has no 'password' key. Store it with `warden account add` or `bao kv put`."
+        )
+    credentials = LoginCredentials(username=run.account.username, password=password)
+    del secret, password
+
+    budget = run.account.browser
+    async with run.limiter.browser_slot():
+        try:
+            async with run.browser_pool.context() as context:
+                page = await context.new_page()
+                extras = await asyncio.wait_for(run.connector.login(page, credentials), timeout=budget.timeout_seconds)
+                storage_state = await context.storage_state(indexed_db=True)
+                session_storage = {}
+                origin = await page.evaluate("() => window.location.origin")
+                session_storage[origin] = await page.evaluate(_READ_SESSION_STORAGE)
+        except (LoginFailed, LoginRequired) as exc:
+            run.emit(EventName.LOGIN_REQUIRED, reason=type(exc).__name__)
+            raise
+        except (TimeoutError, PlaywrightTimeoutError) as exc:
+            raise SiteUnreachable(
+                f"The login of account '{run.account.name}' at {run.account.base_url} timed out after "
+                f"{budget.timeout_seconds:.0f} s. Check that the site is up."
+            ) from exc
+        except PlaywrightError as exc:
+            run.emit(EventName.BROWSER_CRASHED, error=exc.message[:200])
+            raise SiteUnreachable(
+                f"The browser failed during the login of account '{run.account.name}': {exc.message[:200]}"
+            ) from exc
+        finally:
+            del credentials
+
+    state = SessionState.from_playwright(storage_state, session_storage=session_storage, extras=extras)
+    state.register_secrets()
+    now = utc_now()
+    forecast = _forecast(run, state, last_valid_at=now)
+    version = run.sessions.save(token, state, last_valid_at=now, forecast=forecast)
+    run.emit(EventName.SESSION_REFRESHED, method="browser", version=version, cookies=len(state.cookies))
+    return state
+
+
+# -- fetch ----------------------------------------------------------------------
+
+
+@dataclass
+class FetchOutcome:
+    """Counts of what one fetch stored."""
+
+    messages_new: int = 0
+    attachments_new: int = 0
+    requests_sent: int = 0
+    mailboxes: dict[str, int] = field(default_factory=dict)
+
+
+async def fetch(run: SyncRun, wrapped: WrappedToken) -> FetchOutcome:
+    """Fetch new messages of every mailbox over HTTP; store each with the cursor, then the rotated session."""
+    token = run.token_for(wrapped)
+    loaded = run.sessions.load(token)
+    if loaded is None:
+        raise SessionRejected(
+            f"Account '{run.account.name}' has no saved session to fetch with. Run the sync again, which logs in again."
+        )
+
+    outcome = FetchOutcome()
+    account = run.account.name
+    async with run.limiter.site_slot(run.account.site), run.connector.open(loaded.state) as session:
+        try:
+            for mailbox in run.account.mailboxes:
+                cursor = run.documents.cursor(account, mailbox)
+                after_uid = cursor[1] if cursor else 0
+                known = run.documents.message_count(account, mailbox)
+                refs, _count = await session.list_new(mailbox, after_uid=after_uid, known_count=known)
+
+                for ref in refs:
+                    raw = await session.fetch_raw(ref)
+                    record = message_record_from_raw(ref, raw)
+                    if run.documents.save_message(account, record):
+                        outcome.messages_new += 1
+                        outcome.attachments_new += len(record.attachments)
+                outcome.mailboxes[mailbox] = len(refs)
+        finally:
+            outcome.requests_sent = session.requests_sent
+            rotated = session.current_state()
+            now = utc_now()
+            run.sessions.save(token, rotated, last_valid_at=now, forecast=_forecast(run, rotated, now))
+
+    logger.info(
+        "fetch.done account=%s messages_new=%d attachments_new=%d requests=%d",
+        account,
+        outcome.messages_new,
+        outcome.attachments_new,
+        outcome.requests_sent,
+    )
+    return outcome
+
+
+# -- extract --------------------------------------------------------------------
+
+
+@dataclass
+class ExtractOutcome:
+    """Counts of extraction outcomes for an account's pending attachments."""
+
+    extracted: int = 0
+    failed: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+async def extract(run: SyncRun, settings: ExtractionSettings | None = None) -> ExtractOutcome:
+    """Extract every pending attachment of the account, each in its own sandboxed process."""
+    settings = settings or ExtractionSettings(ocr_enabled=run.account.ocr_enabled)
+    pending = run.documents.pending_attachments(run.account.name)
+    outcome = ExtractOutcome()
+    parallel = asyncio.Semaphore(max(1, min(2, os.cpu_count() or 1)))
+
+    async def extract_one(item) -> None:
+        async with parallel:
+            result = await asyncio.to_thread(
+                extract_in_sandbox,
+                item.data,
+                filename=item.filename,
+                declared_type=item.declared_type,
+                settings=settings,
+            )
+
+        details = result.model_dump(mode="json", exclude={"text"})
+        run.documents.record_extraction(
+            item.id,
+            status=result.status,
+            mime_type=result.mime_type,
+            text=result.text,
+            error=result.error,
+            details=details,
+        )
+        outcome.by_status[result.status] = outcome.by_status.get(result.status, 0) + 1
+        if result.status in ("ok", "partial"):
+            outcome.extracted += 1
+        if result.status == "failed":
+            outcome.failed += 1
+            run.emit(
+                EventName.EXTRACTION_FAILED,
+                message_uid=item.message_uid,
+                part_index=item.part_index,
+                mime_type=result.mime_type,
+                error=(result.error or "")[:200],
+            )
+
+    await asyncio.gather(*(extract_one(item) for item in pending))
+    logger.info(
+        "extract.done account=%s pending=%d extracted=%d failed=%d",
+        run.account.name,
+        len(pending),
+        outcome.extracted,
+        outcome.failed,
+    )
+    return outcome
+
+
+# -- wipe -----------------------------------------------------------------------
+
+
+def wipe(run: SyncRun) -> list[RevocationProof]:
+    """Revoke every token the run issued and prove each revocation; raise if any is unproven."""
+    proofs = [run.vault.revoke_and_prove(wrapped) for wrapped in run.ledger.issued()]
+    run.ledger.drop_secrets()
+    run.vault.logout()
+    run.proofs = proofs
+
+    for proof in proofs:
+        if proof.proven:
+            run.emit(EventName.TOKEN_REVOKED, accessor=proof.accessor, action=proof.action)
+        else:
+            run.emit(EventName.REVOCATION_UNPROVEN, accessor=proof.accessor, action=proof.action, detail=proof.detail)
+
+    unproven = [proof for proof in proofs if not proof.proven]
+    if unproven:
+        listing = "; ".join(f"accessor {proof.accessor} ({proof.action}): {proof.detail}" for proof in unproven)
+        raise RevocationUnproven(
+            f"Could not prove that {len(unproven)} of {len(proofs)} tokens of account '{run.account.name}' "
+            f"are revoked: {listing}. Revoke them by hand with `bao token revoke -accessor ACCESSOR` "
+            "and check the runner policy grants auth/token/revoke-accessor and lookup-accessor."
+        )
+    return proofs
