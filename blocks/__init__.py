@@ -1,0 +1,9 @@
+"""Prefect Block types of Connector Warden: configuration and vault paths, never secrets.
+
+Register them with ``prefect block register -m blocks``.
+"""
+
+from blocks.account import ConnectorAccount
+from blocks.vault import VaultConnection
+
+__all__ = ["ConnectorAccount", "VaultConnection"]

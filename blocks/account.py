@@ -1,0 +1,81 @@
+"""The account Block: one connector account's configuration and vault paths, never its secrets."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from prefect.blocks.core import Block
+from pydantic import Field
+
+from warden.accounts import AccountConfig, BrowserBudget
+from warden.connectors.http import HttpSettings
+
+
+class ConnectorAccount(Block):
+    """A live-session account that Connector Warden keeps in sync.
+
+    The Block's name is the account's name. Its password lives in the vault
+    at ``login_secret_path``; its saved session is encrypted with the transit
+    key ``session_key``.
+
+    Example:
+        ```python
+        from blocks.account import ConnectorAccount
+
+        account = await ConnectorAccount.aload("demo")
+        config = account.to_config("demo")
+        ```
+    """
+
+    _block_type_name: ClassVar[str] = "Warden Connector Account"
+    _block_type_slug: ClassVar[str] = "warden-connector-account"
+    _description: ClassVar[str] = "One account Connector Warden syncs: connector, URL, vault paths and limits."
+
+    connector: Literal["roundcube"] = Field(default="roundcube", description="Connector kind.")
+    base_url: str = Field(description="Base URL of the site, e.g. https://mail.example.com/.")
+    username: str = Field(description="User name the connector logs in with.")
+    mailboxes: list[str] = Field(default_factory=lambda: ["INBOX"], description="Mailboxes to sync.")
+    vault_block: str = Field(default="default", description="Name of the Warden Vault Connection Block to use.")
+    kv_mount: str = Field(default="secret", description="KV v2 mount that stores the login secret.")
+    login_secret_path: str = Field(description="Path of the login secret on the KV mount, with a 'password' key.")
+    transit_mount: str = Field(default="transit", description="Transit mount that encrypts saved sessions.")
+    session_key: str = Field(description="Transit key name for this account's saved sessions.")
+    session_lifetime_seconds: float = Field(
+        default=600.0, description="Idle lifetime of a session at the site, in seconds (Roundcube: session_lifetime)."
+    )
+    refresh_margin_fraction: float = Field(
+        default=0.2, description="Refresh when this fraction of the lifetime or less is left (jittered)."
+    )
+    token_ttl_seconds: int = Field(default=60, description="TTL of each per-action vault token, in seconds.")
+    http_timeout_seconds: float = Field(default=20.0, description="Timeout of each HTTP request, in seconds.")
+    http_max_attempts: int = Field(default=4, description="Attempts per HTTP request on 429, 5xx or network errors.")
+    browser_timeout_seconds: float = Field(default=60.0, description="Wall-clock limit of one browser login.")
+    browser_max_cpu_seconds: float = Field(default=30.0, description="CPU seconds one browser login may use.")
+    browser_max_memory_bytes: int = Field(
+        default=1024 * 1024 * 1024, description="Unique memory one browser login's Chromium may use, in bytes."
+    )
+    ocr_enabled: bool = Field(default=True, description="Run OCR on images and on PDF pages that have no text.")
+
+    def to_config(self, name: str) -> AccountConfig:
+        """Return the library's view of this account."""
+        return AccountConfig(
+            name=name,
+            connector=self.connector,
+            base_url=self.base_url,
+            username=self.username,
+            mailboxes=self.mailboxes,
+            kv_mount=self.kv_mount,
+            login_secret_path=self.login_secret_path,
+            transit_mount=self.transit_mount,
+            session_key=self.session_key,
+            session_lifetime_seconds=self.session_lifetime_seconds,
+            refresh_margin_fraction=self.refresh_margin_fraction,
+            token_ttl_seconds=self.token_ttl_seconds,
+            http=HttpSettings(timeout_seconds=self.http_timeout_seconds, max_attempts=self.http_max_attempts),
+            browser=BrowserBudget(
+                timeout_seconds=self.browser_timeout_seconds,
+                max_cpu_seconds=self.browser_max_cpu_seconds,
+                max_memory_bytes=self.browser_max_memory_bytes,
+            ),
+            ocr_enabled=self.ocr_enabled,
+        )

@@ -1,0 +1,57 @@
+"""Rows of ``warden status``: each registered account's session, last run and pending work."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+
+from blocks.account import ConnectorAccount
+from flows.sync import _document_store
+from warden.settings import get_settings
+
+__all__ = ["collect_status"]
+
+
+def _session_label(expires_at: datetime | None, now: datetime) -> str:
+    if expires_at is None:
+        return "saved"
+    return "expired (forecast)" if expires_at <= now else "valid (forecast)"
+
+
+async def collect_status() -> list[dict[str, Any]]:
+    """Return one row per registered account, sorted by name."""
+    async with get_client() as client:
+        try:
+            documents = await client.read_block_documents_by_type(ConnectorAccount.get_block_type_slug())
+        except ObjectNotFound:
+            documents = []
+
+    store = _document_store(get_settings().resolved_store_url())
+    last_runs = store.last_runs()
+    pending = store.pending_counts()
+    now = datetime.now(UTC)
+
+    rows = []
+    for document in sorted(documents, key=lambda item: item.name or ""):
+        name = document.name
+        session = store.latest_session(name)
+        run = last_runs.get(name) or {}
+        finished = run.get("finished_at")
+        rows.append(
+            {
+                "account": name,
+                "connector": document.data.get("connector", "?"),
+                "session": "none" if session is None else _session_label(session.expires_at, now),
+                "expires_at": session.expires_at.isoformat(timespec="seconds")
+                if session and session.expires_at
+                else None,
+                "last_run_state": run.get("state"),
+                "last_run_finished_at": finished.isoformat(timespec="seconds") if finished else None,
+                "messages": store.message_count(name),
+                "pending_extractions": pending.get(name, 0),
+            }
+        )
+    return rows

@@ -1,0 +1,278 @@
+"""connector_sync end to end on the real stack: OpenBao, Dovecot + Roundcube, Chromium, Prefect.
+
+The account is seeded with the generated demo documents. The first sync has no
+saved session, so it logs in with Chromium; the second replays the session
+over HTTP and finds nothing new.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import hvac
+import psutil
+import pytest
+import pytest_asyncio
+from pydantic import SecretStr
+
+from warden.demo.documents import build_demo_documents, build_demo_messages
+from warden.demo.seed import seed_mailbox
+from warden.errors import AccountNotFound, LoginFailed
+
+pytestmark = [pytest.mark.stack, pytest.mark.browser]
+
+ACCOUNT = "e2e"
+WRONG_PASSWORD_ACCOUNT = "e2e-wrong"
+MAIL_USER = "e2e-user"
+MAIL_PASSWORD = "e2e-Password-7781"
+
+
+def chromium_processes() -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["name", "exe"]):
+        name = (process.info["name"] or "") + (process.info["exe"] or "")
+        if "chrom" in name:
+            found.append(process)
+    return found
+
+
+@pytest.fixture(scope="module")
+def sync_env(openbao_server, mail_server, prefect_server, stack_run_dir, tmp_path_factory):
+    """Environment of a worker: the store in a temporary WARDEN_HOME, the runner's secret id."""
+    home = tmp_path_factory.mktemp("warden-home")
+    previous = {name: os.environ.get(name) for name in ("WARDEN_HOME", "WARDEN_VAULT_SECRET_ID", "WARDEN_STORE_URL")}
+    os.environ["WARDEN_HOME"] = str(home)
+    os.environ.pop("WARDEN_STORE_URL", None)
+
+    from warden.settings import get_settings
+
+    get_settings.cache_clear()
+    yield home
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    get_settings.cache_clear()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def registered(sync_env, openbao_server, mail_server):
+    """The vault runner, the mail user with the demo messages, and two registered accounts."""
+    from flows.registration import register_account, set_up_vault
+
+    admin = hvac.Client(url=openbao_server.address, token=openbao_server.root_token.get_secret_value())
+    runner = await set_up_vault(admin)
+    os.environ["WARDEN_VAULT_SECRET_ID"] = runner.secret_id.get_secret_value()
+
+    mail_server.add_user(MAIL_USER, MAIL_PASSWORD)
+    messages = build_demo_messages(to_address=f"{MAIL_USER}@warden.test", from_address="sender@warden.test")
+    seed_mailbox(mail_server.imap_host, mail_server.imap_port, MAIL_USER, SecretStr(MAIL_PASSWORD), messages)
+
+    for name, password in ((ACCOUNT, MAIL_PASSWORD), (WRONG_PASSWORD_ACCOUNT, "not-the-password")):
+        await register_account(
+            name,
+            admin=admin,
+            base_url=mail_server.roundcube_url,
+            username=MAIL_USER,
+            password=SecretStr(password),
+            session_lifetime_seconds=mail_server.session_lifetime_minutes * 60,
+        )
+    return {"admin": admin, "messages": messages}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def first_sync(registered):
+    from flows.sync import connector_sync
+
+    summary = await connector_sync(ACCOUNT)
+    return summary
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def second_sync(first_sync):
+    from flows.sync import connector_sync
+
+    return await connector_sync(ACCOUNT)
+
+
+def stored_attachments():
+    from flows.sync import _document_store
+    from warden.settings import get_settings
+
+    return _document_store(get_settings().resolved_store_url()).attachments_for(ACCOUNT)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_first_sync_logs_in_once(first_sync, registered):
+    assert first_sync.probe == "missing"
+    assert first_sync.refreshed is True
+    assert first_sync.browser_launches == 1
+    assert first_sync.messages_seen == len(registered["messages"])
+    assert first_sync.attachments_fetched >= 8
+    assert first_sync.attachments_extracted == first_sync.attachments_fetched
+    assert first_sync.failed == 0
+    assert first_sync.tokens_issued == 3
+    assert first_sync.tokens_revoked == 3
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_demo_documents_extracted(first_sync):
+    attachments = stored_attachments()
+    texts_by_name = {row["filename"]: row["text"] or "" for row in attachments if row["filename"]}
+    all_text = "\n".join(row["text"] or "" for row in attachments)
+
+    for document in build_demo_documents():
+        text = texts_by_name.get(document.filename, all_text)
+        for word in document.expected_words:
+            assert word in text, f"{word!r} missing from the text extracted from {document.filename}"
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_scanned_pages_went_through_ocr(first_sync):
+    methods = {
+        row["filename"]: {page["method"] for page in (row["details"] or {}).get("pages", [])}
+        for row in stored_attachments()
+        if row["filename"]
+    }
+    ocr_files = {name for name, used in methods.items() if "ocr" in used}
+    text_files = {name for name, used in methods.items() if used == {"text"}}
+    assert any(name.endswith(".png") for name in ocr_files)
+    assert any(name.endswith(".pdf") for name in ocr_files)
+    assert any(name.endswith(".pdf") for name in text_files)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_mailbox_left_unread(first_sync, mail_server):
+    with imaplib.IMAP4(mail_server.imap_host, mail_server.imap_port) as imap:
+        imap.login(MAIL_USER, MAIL_PASSWORD)
+        imap.select("INBOX", readonly=True)
+        status, data = imap.fetch("1:*", "(FLAGS)")
+    assert status == "OK"
+    flags = b" ".join(data)
+    assert b"\\Seen" not in flags
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_no_chromium_left_after_sync(first_sync):
+    assert chromium_processes() == []
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_second_sync_replays_session(second_sync):
+    assert second_sync.probe == "valid"
+    assert second_sync.refreshed is False
+    assert second_sync.browser_launches == 0
+    assert second_sync.messages_seen == 0
+    assert second_sync.attachments_fetched == 0
+    assert second_sync.tokens_issued == 2
+    assert second_sync.tokens_revoked == 2
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_rerun_stores_no_duplicates(second_sync, registered):
+    from flows.sync import _document_store
+    from warden.settings import get_settings
+
+    store = _document_store(get_settings().resolved_store_url())
+    assert store.message_count(ACCOUNT) == len(registered["messages"])
+    assert store.pending_counts().get(ACCOUNT, 0) == 0
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_flow_run_has_six_tasks(first_sync):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter
+
+    flow_run_id = first_sync.run_url.rsplit("/", 1)[-1]
+    async with get_client() as client:
+        task_runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), task_run_filter=TaskRunFilter()
+        )
+    names = {run.name.rsplit("-", 1)[0] for run in task_runs}
+    assert names == {
+        "issue-scoped-token",
+        "probe-session",
+        "refresh-session",
+        "fetch-items",
+        "extract-attachments",
+        "wipe-tokens",
+    }
+    assert all(run.state.is_completed() for run in task_runs)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_failed_login_still_wipes(registered):
+    from flows.sync import connector_sync, sync_and_summarize
+
+    state = await connector_sync(WRONG_PASSWORD_ACCOUNT, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(LoginFailed):
+        await state.aresult()
+
+    completed, summary = await sync_and_summarize(WRONG_PASSWORD_ACCOUNT)
+    assert completed is False
+    assert summary["refreshed"] is False
+    assert summary["tokens_issued"] == 2
+    assert summary["tokens_revoked"] == 2
+    assert "rejected the login" in summary["error"]
+    assert "password" in summary["error"]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_unknown_account_names_the_fix(registered):
+    from flows.sync import connector_sync
+
+    state = await connector_sync("no-such-account", return_state=True)
+    with pytest.raises(AccountNotFound) as caught:
+        await state.aresult()
+    assert "warden account add" in str(caught.value)
+
+
+def test_cli_sync_prints_json(second_sync):
+    result = subprocess.run(
+        [sys.executable, "-m", "warden.cli", "sync", ACCOUNT, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "WARDEN_STACK_DIR": "/nonexistent"},
+    )
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in (
+        "account",
+        "access_path",
+        "probe",
+        "refreshed",
+        "messages_seen",
+        "attachments_fetched",
+        "attachments_extracted",
+        "failed",
+        "run_url",
+    ):
+        assert key in output
+    assert output["account"] == ACCOUNT
+    assert output["probe"] == "valid"
+    assert output["messages_seen"] == 0
+    assert output["run_url"].startswith(os.environ["PREFECT_API_URL"].removesuffix("/api"))
+
+
+def test_cli_status_lists_account(second_sync):
+    result = subprocess.run(
+        [sys.executable, "-m", "warden.cli", "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "WARDEN_STACK_DIR": "/nonexistent"},
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {row["account"]: row for row in json.loads(result.stdout)}
+    assert rows[ACCOUNT]["last_run_state"] == "completed"
+    assert rows[ACCOUNT]["session"] != "none"
+    assert rows[ACCOUNT]["pending_extractions"] == 0
