@@ -1,0 +1,31 @@
+# Everything a fresh Debian or Ubuntu machine needs, from two commands: `make demo` and `make test`.
+
+PYTHON ?= .venv/bin/python
+STACK_DIR ?= .stack
+PYTEST_ARGS ?=
+
+.PHONY: install stack demo test stop status bench clean
+
+install:
+	bash stack/install.sh
+
+stack: install
+	$(PYTHON) -m stack up --dir $(STACK_DIR)
+
+demo: stack
+	WARDEN_STACK_DIR=$(STACK_DIR) .venv/bin/warden demo
+
+test: install
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+stop:
+	@if [ -x $(PYTHON) ]; then $(PYTHON) -m stack down --dir $(STACK_DIR); else echo "Nothing to stop: no .venv yet."; fi
+
+status:
+	WARDEN_STACK_DIR=$(STACK_DIR) .venv/bin/warden status
+
+bench: install
+	$(PYTHON) -m bench.probe --json
+
+clean: stop
+	rm -rf $(STACK_DIR)
