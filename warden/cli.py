@@ -94,7 +94,7 @@ def print_summary_table(summary: dict[str, Any]) -> None:
         table.add_row(field.replace("_", " "), str(value))
     console.print(table)
     if summary.get("run_url"):
-        console.print(f"Prefect UI: {summary['run_url']}")
+        console.print(f"Prefect UI: {summary['run_url']}", soft_wrap=True)
 
 
 @app.command()
