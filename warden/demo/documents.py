@@ -302,9 +302,7 @@ def pin_zip_timestamps(data: bytes) -> bytes:
 
 
 def zip_bytes(docx_document: DemoDocument) -> bytes:
-    manifest = (
-        f"Bundle manifest PELICAN-7702\n1. {docx_document.filename}: {docx_document.description}\n"
-    )
+    manifest = f"Bundle manifest PELICAN-7702\n1. {docx_document.filename}: {docx_document.description}\n"
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr(fixed_zip_info("bundle/MANIFEST.txt"), manifest)
@@ -319,13 +317,9 @@ def forwarded_message_bytes(invoice: DemoDocument) -> bytes:
     message["Subject"] = "Forwarded invoice HERON-9154"
     message["Date"] = format_datetime(DEMO_EPOCH)
     message["Message-ID"] = f"<forwarded-invoice@{MESSAGE_ID_DOMAIN}>"
-    message.set_content(
-        "Forwarded for approval: the invoice for purchase order HERON-9154 is attached.\n"
-    )
+    message.set_content("Forwarded for approval: the invoice for purchase order HERON-9154 is attached.\n")
     maintype, subtype = invoice.content_type.split("/", 1)
-    message.add_attachment(
-        invoice.data, maintype=maintype, subtype=subtype, filename=invoice.filename
-    )
+    message.add_attachment(invoice.data, maintype=maintype, subtype=subtype, filename=invoice.filename)
     pin_boundaries(message, "forwarded-invoice")
     return message.as_bytes()
 
@@ -439,9 +433,7 @@ def build_demo_messages(to_address: str, from_address: str) -> list[EmailMessage
         message["Message-ID"] = f"<demo-{number:02d}-{plan.slug}@{MESSAGE_ID_DOMAIN}>"
         message.set_content(plan.body + "\n")
         if plan.html:
-            message.add_alternative(
-                f"<html><body><p>{plan.body}</p></body></html>\n", subtype="html"
-            )
+            message.add_alternative(f"<html><body><p>{plan.body}</p></body></html>\n", subtype="html")
         for filename in plan.attachments:
             attach_document(message, documents[filename])
         pin_boundaries(message, plan.slug)
@@ -455,6 +447,4 @@ def attach_document(message: EmailMessage, document: DemoDocument) -> None:
         message.add_attachment(inner, filename=document.filename)
         return
     maintype, subtype = document.content_type.split("/", 1)
-    message.add_attachment(
-        document.data, maintype=maintype, subtype=subtype, filename=document.filename
-    )
+    message.add_attachment(document.data, maintype=maintype, subtype=subtype, filename=document.filename)

@@ -199,10 +199,7 @@ def read_zip_member(
 def encrypted_reason(password_count: int) -> str:
     if password_count == 0:
         return "encrypted, and the extraction settings hold no passwords to try"
-    return (
-        f"encrypted, and none of the {password_count} passwords in the extraction settings "
-        "opened it"
-    )
+    return f"encrypted, and none of the {password_count} passwords in the extraction settings opened it"
 
 
 def tar_to_text(data: bytes, mime_type: str, ctx: ExtractionContext) -> Extracted:

@@ -148,10 +148,7 @@ class ContainerMeter:
         self.bytes_out += count
         settings = self.budget.settings
         ratio = self.bytes_out / self.container_bytes
-        if (
-            self.bytes_out > settings.compression_ratio_floor_bytes
-            and ratio > settings.max_compression_ratio
-        ):
+        if self.bytes_out > settings.compression_ratio_floor_bytes and ratio > settings.max_compression_ratio:
             raise LimitExceeded(
                 "max_compression_ratio",
                 f"'{self.name}' expanded from {self.container_bytes} bytes to more than "

@@ -107,9 +107,7 @@ class MessageWalker:
             elif content_type == "multipart/alternative":
                 self.walk_alternative(part, text_wanted=text_wanted)
             else:
-                for child in (
-                    part.iter_parts() if isinstance(part, EmailMessage) else part.get_payload()
-                ):
+                for child in part.iter_parts() if isinstance(part, EmailMessage) else part.get_payload():
                     self.walk(child, text_wanted=text_wanted)
             return
 

@@ -57,6 +57,4 @@ def image_to_text(data: bytes, mime_type: str, ctx: ExtractionContext) -> Extrac
             f"frames {skipped[0]}-{skipped[-1]} were not read: the attachment used up "
             f"ocr_max_pages={settings.ocr_max_pages}; raise ocr_max_pages to read them"
         )
-    return Extracted(
-        status=status, mime_type=mime_type, text="\n\n".join(texts), error=error, pages=pages
-    )
+    return Extracted(status=status, mime_type=mime_type, text="\n\n".join(texts), error=error, pages=pages)

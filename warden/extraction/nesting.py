@@ -108,9 +108,7 @@ class ContainerOutput:
         """Record a member that is not extracted, with the reason."""
         if count_entry:
             self.ctx.budget.charge_entry()
-        member = MemberResult(
-            path=self.ctx.member_path(name), mime_type=mime_type, status=status, error=reason
-        )
+        member = MemberResult(path=self.ctx.member_path(name), mime_type=mime_type, status=status, error=reason)
         self.members.append(member)
         return member
 
@@ -146,6 +144,4 @@ class ContainerOutput:
         else:
             status = container_status(self.members, has_text=bool(own_text))
             error = summarize_member_errors(self.members)
-        return Extracted(
-            status=status, mime_type=self.mime_type, text=text, error=error, members=self.members
-        )
+        return Extracted(status=status, mime_type=self.mime_type, text=text, error=error, members=self.members)

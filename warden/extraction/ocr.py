@@ -59,9 +59,7 @@ def ocr_image(image: Image.Image, budget: ExtractionBudget) -> str:
 
     prepared = prepare_for_ocr(image, settings.ocr_max_pixels)
     try:
-        text = pytesseract.image_to_string(
-            prepared, lang=settings.ocr_language, timeout=timeout_seconds
-        )
+        text = pytesseract.image_to_string(prepared, lang=settings.ocr_language, timeout=timeout_seconds)
     except pytesseract.TesseractError as exc:
         if exc.status in (-signal.SIGXCPU, -signal.SIGKILL):
             raise LimitExceeded(

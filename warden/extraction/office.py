@@ -155,9 +155,7 @@ def xlsx_to_text(data: bytes, mime_type: str, ctx: ExtractionContext) -> Extract
             lines.extend(sheet_rows(sheet, ctx))
     except LimitExceeded as exc:
         text = "\n".join(lines)
-        return Extracted(
-            status="partial" if text else "failed", mime_type=mime_type, text=text, error=str(exc)
-        )
+        return Extracted(status="partial" if text else "failed", mime_type=mime_type, text=text, error=str(exc))
     finally:
         workbook.close()
 
@@ -200,9 +198,7 @@ def shared_strings_fallback(data: bytes, mime_type: str, reason: str) -> Extract
             with package.open(SHARED_STRINGS_PART) as part:
                 for _, element in ElementTree.iterparse(part):
                     if element.tag.endswith("}si"):
-                        text = "".join(
-                            node.text or "" for node in element.iter() if node.tag.endswith("}t")
-                        )
+                        text = "".join(node.text or "" for node in element.iter() if node.tag.endswith("}t"))
                         if text.strip():
                             strings.append(text)
                         element.clear()

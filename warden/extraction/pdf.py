@@ -109,9 +109,7 @@ def visible_chars(text: str) -> int:
     return sum(1 for char in text if not char.isspace())
 
 
-def pages_to_text(
-    document: pdfium.PdfDocument, ctx: ExtractionContext
-) -> tuple[list[PageText], LimitExceeded | None]:
+def pages_to_text(document: pdfium.PdfDocument, ctx: ExtractionContext) -> tuple[list[PageText], LimitExceeded | None]:
     """Read each page's text layer, or OCR it when the layer is (nearly) empty."""
     settings = ctx.settings
     pages: list[PageText] = []
@@ -210,9 +208,7 @@ def tables_to_text(
     except Exception:
         # pdfminer.six raises many exception types on damaged files; the text
         # layer from PDFium is complete without the tables, so keep it.
-        logger.warning(
-            "Table detection failed for '%s'; keeping the text layer only", ctx.label, exc_info=True
-        )
+        logger.warning("Table detection failed for '%s'; keeping the text layer only", ctx.label, exc_info=True)
     return None
 
 
@@ -257,10 +253,7 @@ def assemble(
     page_count: int,
     ctx: ExtractionContext,
 ) -> Extracted:
-    page_results = [
-        PageResult(number=page.number, method=page.method, chars=len(page.full_text()))
-        for page in pages
-    ]
+    page_results = [PageResult(number=page.number, method=page.method, chars=len(page.full_text())) for page in pages]
     page_text = "\n\n".join(page.full_text() for page in pages if page.full_text())
     embedded = attachments.finish(own_text=page_text)
 

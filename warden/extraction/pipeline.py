@@ -82,9 +82,7 @@ def run_pipeline(
     """Extract one attachment, stopping new work ``deadline_seconds`` after the start."""
     started = time.monotonic()
     budget = ExtractionBudget(settings, deadline_monotonic=started + deadline_seconds)
-    ctx = ExtractionContext(
-        settings=settings, budget=budget, extract_node=extract_node, filename=filename
-    )
+    ctx = ExtractionContext(settings=settings, budget=budget, extract_node=extract_node, filename=filename)
 
     node = extract_node(data, filename, declared_type, ctx)
     text, status, error = node.text, node.status, node.error
@@ -110,9 +108,7 @@ def run_pipeline(
     )
 
 
-def extract_node(
-    data: bytes, filename: str | None, declared_type: str | None, ctx: ExtractionContext
-) -> Extracted:
+def extract_node(data: bytes, filename: str | None, declared_type: str | None, ctx: ExtractionContext) -> Extracted:
     """Sniff one file and run its stage, turning every failure into a failed node."""
     sniffed = sniff(data, filename=filename, declared_type=declared_type)
     try:
@@ -195,8 +191,7 @@ def run_stage(
             return Extracted(
                 status="unsupported",
                 mime_type=mime_type,
-                error=f"'{ctx.label}' is {mime_type}; {sniffed.reason or 'this type'} "
-                "cannot be extracted to text.",
+                error=f"'{ctx.label}' is {mime_type}; {sniffed.reason or 'this type'} cannot be extracted to text.",
             )
 
 
@@ -209,9 +204,7 @@ def fit_leaf_text(node: Extracted, ctx: ExtractionContext) -> Extracted:
     return node
 
 
-def empty_file(
-    filename: str | None, declared_type: str | None, ctx: ExtractionContext
-) -> Extracted:
+def empty_file(filename: str | None, declared_type: str | None, ctx: ExtractionContext) -> Extracted:
     """Fail an empty top-level document; accept empty members (mail clients strip some parts)."""
     hint = hinted_type(filename, declared_type) or ""
     if ctx.depth == 0 and hint.startswith(BINARY_DOCUMENT_HINTS):

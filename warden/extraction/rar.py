@@ -75,10 +75,7 @@ def rar_to_text(data: bytes, mime_type: str, ctx: ExtractionContext) -> Extracte
             return Extracted(
                 status="encrypted",
                 mime_type=mime_type,
-                error=(
-                    "The RAR archive's headers are "
-                    f"{encrypted_reason(len(ctx.settings.passwords))}."
-                ),
+                error=(f"The RAR archive's headers are {encrypted_reason(len(ctx.settings.passwords))}."),
             )
         return walk_rar(archive, archive_path, bsdtar, mime_type, len(data), ctx)
 
@@ -139,8 +136,7 @@ def walk_rar(
             if info.needs_password():
                 out.reject(
                     path,
-                    "the member's data is encrypted, and bsdtar (the RAR tool available here) "
-                    "cannot decrypt RAR data",
+                    "the member's data is encrypted, and bsdtar (the RAR tool available here) cannot decrypt RAR data",
                     status="encrypted",
                 )
                 continue
@@ -182,9 +178,7 @@ def read_rar_member(
     buffer = bytearray()
 
     with open(stderr_path, "wb") as stderr_file:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr_file
-        )
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr_file)
         watchdog = threading.Timer(max(0.1, ctx.budget.remaining_seconds()), process.kill)
         watchdog.start()
         try:

@@ -41,9 +41,7 @@ class PageResult(BaseModel):
     """One page of a PDF, or one frame of an image."""
 
     number: int = Field(description="Page number, starting at 1.")
-    method: PageMethod = Field(
-        description="How the page became text: its text layer, OCR, or not at all."
-    )
+    method: PageMethod = Field(description="How the page became text: its text layer, OCR, or not at all.")
     chars: int = Field(description="Characters of text taken from the page.")
 
 
@@ -51,9 +49,7 @@ class MemberResult(BaseModel):
     """One file found inside an archive or e-mail, with the files found inside it."""
 
     path: str = Field(description="Path from the top-level attachment, levels joined with '/'.")
-    mime_type: str | None = Field(
-        description="Type sniffed from the member's content; None when it was never read."
-    )
+    mime_type: str | None = Field(description="Type sniffed from the member's content; None when it was never read.")
     status: ExtractionStatus
     error: str | None = None
     chars: int = Field(default=0, description="Characters of text taken from the member.")
@@ -68,9 +64,7 @@ class ExtractionResult(BaseModel):
     mime_type: str | None = Field(
         description="Type sniffed from the content (libmagic, refined by looking inside zips)."
     )
-    declared_type: str | None = Field(
-        description="Type the sender declared, e.g. the MIME part's Content-Type."
-    )
+    declared_type: str | None = Field(description="Type the sender declared, e.g. the MIME part's Content-Type.")
     filename: str | None
     text: str = Field(
         default="",
@@ -141,7 +135,4 @@ def summarize_member_errors(members: list[MemberResult]) -> str | None:
     reason = first.error or "no reason recorded"
     if len(incomplete) == 1:
         return f"Member '{first.path}' ({first.status}): {reason}"
-    return (
-        f"{len(incomplete)} members are not fully extracted; the first, '{first.path}' "
-        f"({first.status}): {reason}"
-    )
+    return f"{len(incomplete)} members are not fully extracted; the first, '{first.path}' ({first.status}): {reason}"

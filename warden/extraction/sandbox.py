@@ -153,9 +153,7 @@ def run_worker(
     request = [json.dumps(header).encode("utf-8") + b"\n", data]
 
     # The worker could leave entries it made unremovable; that must not raise here.
-    with tempfile.TemporaryDirectory(
-        prefix="warden-extract-", ignore_cleanup_errors=True
-    ) as work_dir:
+    with tempfile.TemporaryDirectory(prefix="warden-extract-", ignore_cleanup_errors=True) as work_dir:
         process = subprocess.Popen(
             [sys.executable, "-m", "warden.extraction.worker"],
             stdin=subprocess.PIPE,
@@ -367,9 +365,7 @@ def signal_label(number: int) -> str:
         return f"signal {number}"
 
 
-def failed_result(
-    filename: str | None, declared_type: str | None, started: float, error: str
-) -> ExtractionResult:
+def failed_result(filename: str | None, declared_type: str | None, started: float, error: str) -> ExtractionResult:
     return ExtractionResult(
         status="failed",
         mime_type=None,

@@ -93,9 +93,7 @@ class ExtractionSettings(BaseModel):
     max_entries: int = Field(
         default=10_000,
         gt=0,
-        description=(
-            "Archive members and e-mail parts counted across all nesting levels, in entries."
-        ),
+        description=("Archive members and e-mail parts counted across all nesting levels, in entries."),
     )
     max_depth: int = Field(
         default=8,
@@ -136,10 +134,7 @@ class ExtractionSettings(BaseModel):
     ocr_max_pixels: int = Field(
         default=40_000_000,
         gt=0,
-        description=(
-            "Largest image handed to tesseract, in pixels; larger renders and images are "
-            "scaled down to fit."
-        ),
+        description=("Largest image handed to tesseract, in pixels; larger renders and images are scaled down to fit."),
     )
     pdf_table_max_pages: int = Field(
         default=50,

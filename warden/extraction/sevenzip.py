@@ -108,9 +108,7 @@ def describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def extract_with_password(
-    data: bytes, password: str | None, out: ContainerOutput, ctx: ExtractionContext
-) -> None:
+def extract_with_password(data: bytes, password: str | None, out: ContainerOutput, ctx: ExtractionContext) -> None:
     """Walk the archive with one password; raise one of WRONG_PASSWORD_ERRORS if it does not fit.
 
     Members are only handed to ``out`` after the whole archive decompressed,

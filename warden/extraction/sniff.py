@@ -205,9 +205,7 @@ def sniff_zip_package(data: bytes, mime_type: str) -> Sniffed:
             return Sniffed(PPTX_MIME, DocumentKind.UNSUPPORTED, "PowerPoint presentations")
     if "mimetype" in names and "content.xml" in names:
         odf_type = (
-            mime_type
-            if mime_type.startswith("application/vnd.oasis")
-            else ("application/vnd.oasis.opendocument")
+            mime_type if mime_type.startswith("application/vnd.oasis") else ("application/vnd.oasis.opendocument")
         )
         return Sniffed(odf_type, DocumentKind.UNSUPPORTED, "OpenDocument files")
     return Sniffed("application/zip", DocumentKind.ZIP)

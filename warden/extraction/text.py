@@ -120,6 +120,4 @@ def html_file_to_text(data: bytes, mime_type: str) -> Extracted:
     """Decode an HTML file, honouring its ``<meta charset>``, and strip the markup."""
     match = META_CHARSET.search(data[:4096])
     charset = match.group(1).decode("ascii") if match else None
-    return Extracted(
-        status="ok", mime_type=mime_type, text=html_to_text(decode_text(data, charset))
-    )
+    return Extracted(status="ok", mime_type=mime_type, text=html_to_text(decode_text(data, charset)))
