@@ -8,7 +8,8 @@ does with it: Prefect retries a task only for :class:`TransientError`.
     ├── TransientError          retry later: the same call may succeed
     │   ├── SiteUnreachable         connection refused, timeout, 5xx
     │   ├── RateLimited             429 or 503 with a wait (``retry_after_seconds``)
-    │   └── VaultUnavailable        vault down or sealed
+    │   ├── VaultUnavailable        vault down or sealed
+    │   └── BrowserCrashed          Chromium or its page died during a job
     ├── ConfigError             a person must change configuration
     │   ├── AccountNotFound         no account Block of that name
     │   ├── VaultDenied             a vault policy rejects the path
@@ -19,7 +20,8 @@ does with it: Prefect retries a task only for :class:`TransientError`.
     │   ├── SessionRejected         a page that needed the session got a login wall
     │   ├── UnexpectedResponse      the server returned something the connector cannot read
     │   ├── TokenUnwrapFailed       a wrapping token was already used or expired
-    │   └── RevocationUnproven      a token may still be valid after the wipe
+    │   ├── RevocationUnproven      a token may still be valid after the wipe
+    │   └── BrowserBudgetExceeded   a browser job used more CPU or memory than allowed
     └── BugError                an invariant of this project broke
 
 Third-party exceptions (httpx, hvac, Playwright) are mapped to this tree at the
@@ -34,6 +36,8 @@ from enum import StrEnum
 
 __all__ = [
     "AccountNotFound",
+    "BrowserBudgetExceeded",
+    "BrowserCrashed",
     "BugError",
     "ConfigError",
     "ErrorKind",
@@ -110,6 +114,10 @@ class VaultUnavailable(TransientError):
     """The vault did not respond, or responded that it is sealed."""
 
 
+class BrowserCrashed(TransientError):
+    """Chromium or its page died during a browser job."""
+
+
 class AccountNotFound(ConfigError):
     """No account of that name is registered."""
 
@@ -144,6 +152,10 @@ class TokenUnwrapFailed(UpstreamError):
 
 class RevocationUnproven(UpstreamError):
     """After the wipe, a token could not be shown to be revoked."""
+
+
+class BrowserBudgetExceeded(UpstreamError):
+    """A browser job used more CPU seconds or memory than its account allows, and was stopped."""
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -14,14 +14,12 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import TimeoutError as PlaywrightTimeoutError
-
 from warden.connectors.base import LoginCredentials, ProbeResult, ProbeState
 from warden.connectors.mime import message_record_from_raw
 from warden.credentials.policies import Action
 from warden.credentials.tokens import RevocationProof, WrappedToken
 from warden.errors import (
+    BrowserCrashed,
     ConfigError,
     LoginFailed,
     LoginRequired,
@@ -34,6 +32,7 @@ from warden.errors import (
 from warden.events import EventName
 from warden.extraction import ExtractionSettings, extract_in_sandbox
 from warden.run import SyncRun
+from warden.sessions.capture import login_and_capture
 from warden.sessions.forecast import Forecast, forecast_expiry, refresh_margin
 from warden.sessions.state import SessionState
 
@@ -50,9 +49,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("warden.sync")
-
-# JavaScript that copies the page's sessionStorage, which Playwright's storage_state() leaves out.
-_READ_SESSION_STORAGE = "() => Object.fromEntries(Object.entries(window.sessionStorage))"
 
 
 def utc_now() -> datetime:
@@ -122,12 +118,11 @@ async def probe(run: SyncRun, wrapped: WrappedToken) -> ProbeResult:
                 }
             )
         result = result.model_copy(update={"expires_at": forecast.expires_at})
-        run.sessions.save(token, rotated, last_valid_at=started, forecast=forecast)
+        run.sessions.save(token, rotated, last_valid_at=started, forecast=forecast, source="probe")
     elif result.state in (ProbeState.UNKNOWN, ProbeState.CHALLENGE):
         # The server responded, so it may have rotated cookies. Keep them, but not as proof of validity.
-        run.sessions.save(
-            token, rotated, last_valid_at=loaded.last_valid_at, forecast=_forecast(run, rotated, loaded.last_valid_at)
-        )
+        forecast = _forecast(run, rotated, loaded.last_valid_at)
+        run.sessions.save(token, rotated, last_valid_at=loaded.last_valid_at, forecast=forecast, source="probe")
 
     run.emit(
         EventName.SESSION_PROBED,
@@ -177,37 +172,27 @@ async def refresh(run: SyncRun, wrapped: WrappedToken) -> SessionState:
     credentials = LoginCredentials(username=run.account.username, password=password)
     del secret, password
 
-    budget = run.account.browser
     async with run.limiter.browser_slot():
         try:
-            async with run.browser_pool.context() as context:
-                page = await context.new_page()
-                extras = await asyncio.wait_for(run.connector.login(page, credentials), timeout=budget.timeout_seconds)
-                storage_state = await context.storage_state(indexed_db=True)
-                session_storage = {}
-                origin = await page.evaluate("() => window.location.origin")
-                session_storage[origin] = await page.evaluate(_READ_SESSION_STORAGE)
+            state = await login_and_capture(
+                run.browser_pool,
+                run.connector,
+                credentials,
+                account=run.account.name,
+                budget=run.account.browser,
+            )
         except (LoginFailed, LoginRequired) as exc:
             run.emit(EventName.LOGIN_REQUIRED, reason=type(exc).__name__)
             raise
-        except (TimeoutError, PlaywrightTimeoutError) as exc:
-            raise SiteUnreachable(
-                f"The login of account '{run.account.name}' at {run.account.base_url} timed out after "
-                f"{budget.timeout_seconds:.0f} s. Check that the site is up."
-            ) from exc
-        except PlaywrightError as exc:
-            run.emit(EventName.BROWSER_CRASHED, error=exc.message[:200])
-            raise SiteUnreachable(
-                f"The browser failed during the login of account '{run.account.name}': {exc.message[:200]}"
-            ) from exc
+        except BrowserCrashed as exc:
+            run.emit(EventName.BROWSER_CRASHED, error=str(exc)[:200])
+            raise
         finally:
             del credentials
 
-    state = SessionState.from_playwright(storage_state, session_storage=session_storage, extras=extras)
-    state.register_secrets()
     now = utc_now()
     forecast = _forecast(run, state, last_valid_at=now)
-    version = run.sessions.save(token, state, last_valid_at=now, forecast=forecast)
+    version = run.sessions.save(token, state, last_valid_at=now, forecast=forecast, source="browser-login")
     run.emit(EventName.SESSION_REFRESHED, method="browser", version=version, cookies=len(state.cookies))
     return state
 
@@ -255,7 +240,7 @@ async def fetch(run: SyncRun, wrapped: WrappedToken) -> FetchOutcome:
             outcome.requests_sent = session.requests_sent
             rotated = session.current_state()
             now = utc_now()
-            run.sessions.save(token, rotated, last_valid_at=now, forecast=_forecast(run, rotated, now))
+            run.sessions.save(token, rotated, last_valid_at=now, forecast=_forecast(run, rotated, now), source="fetch")
 
     logger.info(
         "fetch.done account=%s messages_new=%d attachments_new=%d requests=%d",

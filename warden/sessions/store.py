@@ -72,9 +72,18 @@ class SessionStore:
         )
 
     def save(
-        self, token: ScopedToken, state: SessionState, *, last_valid_at: datetime | None, forecast: Forecast
+        self,
+        token: ScopedToken,
+        state: SessionState,
+        *,
+        last_valid_at: datetime | None,
+        forecast: Forecast,
+        source: str,
     ) -> int:
-        """Encrypt and store ``state`` as a new version; return the version number."""
+        """Encrypt and store ``state`` as a new version; return the version number.
+
+        ``source`` names what produced this version, e.g. ``browser-login`` or ``probe``.
+        """
         ciphertext = self._vault.encrypt(token, self._paths, state.to_bytes())
         version = self._documents.save_session(
             self.account,
@@ -83,11 +92,13 @@ class SessionStore:
             last_valid_at=last_valid_at,
             expires_at=forecast.expires_at,
             forecast_source=forecast.source,
+            source=source,
         )
         logger.info(
-            "session.saved account=%s version=%d cookies=%d expires_at=%s source=%s",
+            "session.saved account=%s version=%d source=%s cookies=%d expires_at=%s forecast=%s",
             self.account,
             version,
+            source,
             len(state.cookies),
             forecast.expires_at.isoformat() if forecast.expires_at else None,
             forecast.source,

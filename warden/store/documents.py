@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -95,6 +95,7 @@ class StoredSession:
     last_valid_at: datetime | None
     expires_at: datetime | None
     forecast_source: str | None
+    source: str | None
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -111,8 +112,8 @@ class DocumentStore:
         self.url = url
         try:
             self._engine = self._create_engine(url)
-            # TODO: replace create_all with versioned migrations before the schema changes in a release.
             schema.metadata.create_all(self._engine)
+            self._add_missing_columns()
         except (OSError, SQLAlchemyError) as exc:
             safe_url = url.split("@")[-1] if "@" in url else url
             raise ConfigError(
@@ -120,6 +121,23 @@ class DocumentStore:
                 "Check WARDEN_STORE_URL or WARDEN_HOME, and that the database is reachable and writable."
             ) from exc
         self._insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+
+    def _add_missing_columns(self) -> None:
+        """Add columns that newer versions of the schema define to tables an older version created.
+
+        Only additive, nullable changes are handled this way.
+        """
+        # TODO: move to versioned migrations before the first change that is not an added nullable column.
+        inspector = inspect(self._engine)
+        with self._engine.begin() as connection:
+            for table in schema.metadata.sorted_tables:
+                existing = {column["name"] for column in inspector.get_columns(table.name)}
+                for column in table.columns:
+                    if column.name in existing:
+                        continue
+                    column_type = column.type.compile(dialect=self._engine.dialect)
+                    connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {column_type}'))
+                    logger.info("store.column_added table=%s column=%s", table.name, column.name)
 
     @staticmethod
     def _create_engine(url: str) -> Engine:
@@ -357,6 +375,7 @@ class DocumentStore:
             last_valid_at=_aware(row.last_valid_at),
             expires_at=_aware(row.expires_at),
             forecast_source=row.forecast_source,
+            source=row.source,
         )
 
     def save_session(
@@ -368,6 +387,7 @@ class DocumentStore:
         last_valid_at: datetime | None,
         expires_at: datetime | None,
         forecast_source: str | None,
+        source: str | None = None,
     ) -> int:
         """Store a new version of an account's session and prune old versions; return the version."""
         with self._transaction() as connection:
@@ -385,6 +405,7 @@ class DocumentStore:
                     last_valid_at=last_valid_at,
                     expires_at=expires_at,
                     forecast_source=forecast_source,
+                    source=source,
                 )
             )
             connection.execute(

@@ -96,6 +96,7 @@ sessions = Table(
     Column("last_valid_at", DateTime(timezone=True), comment="Last time a request proved the session valid"),
     Column("expires_at", DateTime(timezone=True), comment="Forecast expiry"),
     Column("forecast_source", String(20)),
+    Column("source", String(40), comment="What produced this version: browser-login, probe, fetch, import, ..."),
 )
 
 runs = Table(
