@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar
 
 from prefect.blocks.core import Block
 from pydantic import Field
@@ -31,7 +31,10 @@ class ConnectorAccount(Block):
     _block_type_slug: ClassVar[str] = "warden-connector-account"
     _description: ClassVar[str] = "One account Connector Warden syncs: connector, URL, vault paths and limits."
 
-    connector: Literal["roundcube"] = Field(default="roundcube", description="Connector kind.")
+    connector: str = Field(default="roundcube", description="Connector kind: roundcube, or another registered kind.")
+    connector_options: dict[str, Any] = Field(
+        default_factory=dict, description="Settings of the connector kind (see its module), never secrets."
+    )
     base_url: str = Field(description="Base URL of the site, e.g. https://mail.example.com/.")
     username: str = Field(description="User name the connector logs in with.")
     mailboxes: list[str] = Field(default_factory=lambda: ["INBOX"], description="Mailboxes to sync.")
@@ -61,6 +64,7 @@ class ConnectorAccount(Block):
         return AccountConfig(
             name=name,
             connector=self.connector,
+            connector_options=self.connector_options,
             base_url=self.base_url,
             username=self.username,
             mailboxes=self.mailboxes,

@@ -6,7 +6,7 @@ tests and other callers can build one directly.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
@@ -29,7 +29,10 @@ class AccountConfig(BaseModel):
     """Everything a sync needs to know about one account, except its secrets."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    connector: Literal["roundcube"] = "roundcube"
+    connector: str = Field(default="roundcube", description="Connector kind, a name from the connector registry.")
+    connector_options: dict[str, Any] = Field(
+        default_factory=dict, description="Settings the connector kind defines, validated by the connector."
+    )
     base_url: str
     username: str
     mailboxes: list[str] = Field(default_factory=lambda: ["INBOX"])

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from warden.accounts import AccountConfig
 from warden.connectors.base import ProbeResult
-from warden.connectors.roundcube import RoundcubeConnector
+from warden.connectors.registry import build_connector
 from warden.credentials.tokens import RevocationProof, ScopedToken, TokenLedger, WrappedToken
 from warden.credentials.vault import VaultClient
 from warden.events import EventName, EventSink, LoggingSink, WardenEvent
@@ -86,7 +86,7 @@ class SyncRun:
         self.browser_pool = browser_pool or get_browser_pool()
         self.ledger = TokenLedger()
         self.sessions = SessionStore(documents, vault, account.paths)
-        self.connector = RoundcubeConnector(account.base_url, account=account.name, http=account.http)
+        self.connector = build_connector(account)
         self.probe_result: ProbeResult | None = None
         self.proofs: list[RevocationProof] = []
 

@@ -212,6 +212,10 @@ class FetchOutcome:
 
 async def fetch(run: SyncRun, wrapped: WrappedToken) -> FetchOutcome:
     """Fetch new messages of every mailbox over HTTP; store each with the cursor, then the rotated session."""
+    if not run.connector.supports_fetch:
+        logger.info("fetch.skipped account=%s connector=%s reason=no items", run.account.name, run.connector.kind)
+        return FetchOutcome()
+
     token = run.token_for(wrapped)
     loaded = run.sessions.load(token)
     if loaded is None:

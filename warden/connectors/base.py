@@ -17,6 +17,7 @@ Adding a site is one module in this package plus an account Block; nothing in
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Connector",
     "ItemRef",
+    "ItemSession",
     "LoginCredentials",
     "ProbeResult",
     "ProbeState",
@@ -83,12 +85,32 @@ class ItemRef(BaseModel):
     uidvalidity: int = 0
 
 
+class ItemSession(Protocol):
+    """A replayed session that lists and downloads items; see :meth:`Connector.open`."""
+
+    requests_sent: int
+
+    def current_state(self) -> SessionState:
+        """Return the state with every cookie the server rotated so far."""
+        ...
+
+    async def list_new(self, mailbox: str, *, after_uid: int, known_count: int) -> tuple[list[ItemRef], int]:
+        """Return refs of items above ``after_uid`` in ascending order, and the mailbox's item count."""
+        ...
+
+    async def fetch_raw(self, item: ItemRef) -> bytes:
+        """Download one item without changing its state at the source."""
+        ...
+
+
 class Connector(Protocol):
     """The operations a browser-session connector offers to the flows."""
 
     kind: str
     # Names of the cookies that carry the login; their expiry drives the forecast.
     auth_cookie_names: frozenset[str]
+    # False for connectors that only keep a session alive and have no items to fetch.
+    supports_fetch: bool
 
     async def probe(self, state: SessionState) -> tuple[ProbeResult, SessionState]:
         """Replay ``state`` against the cheapest authenticated endpoint; return the result and rotated state."""
@@ -96,4 +118,8 @@ class Connector(Protocol):
 
     async def login(self, page: Page, credentials: LoginCredentials) -> dict[str, str]:
         """Log in on a fresh page; return extras to keep with the session."""
+        ...
+
+    def open(self, state: SessionState) -> AbstractAsyncContextManager[ItemSession]:
+        """Open a replayed session for listing and fetching items."""
         ...

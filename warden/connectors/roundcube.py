@@ -56,6 +56,7 @@ class RoundcubeConnector:
 
     kind = "roundcube"
     auth_cookie_names = frozenset({"roundcube_sessid", "roundcube_sessauth"})
+    supports_fetch = True
 
     def __init__(self, base_url: str, *, account: str, http: HttpSettings) -> None:
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
