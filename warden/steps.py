@@ -102,6 +102,18 @@ async def probe(run: SyncRun, wrapped: WrappedToken) -> ProbeResult:
         run.emit(EventName.SESSION_PROBED, state=result.state.value, reason=result.reason, elapsed_seconds=0.0)
         return result
 
+    stored_forecast = _forecast(run, loaded.state, loaded.last_valid_at)
+    seconds_left = stored_forecast.seconds_left()
+    if seconds_left is not None and seconds_left <= 0:
+        # Replaying a session the forecast calls dead costs a request and proves nothing new.
+        reason = (
+            f"the {stored_forecast.source} forecast says the session expired "
+            f"{-seconds_left:.0f} s ago ({stored_forecast.expires_at.isoformat(timespec='seconds')})"
+        )
+        result = ProbeResult(state=ProbeState.EXPIRED, reason=reason, elapsed_seconds=0.0)
+        run.emit(EventName.SESSION_PROBED, state=result.state.value, reason=reason, elapsed_seconds=0.0)
+        return result
+
     async with run.limiter.site_slot(run.account.site):
         result, rotated = await run.connector.probe(loaded.state)
 
@@ -159,8 +171,11 @@ def check_probe(run: SyncRun, result: ProbeResult) -> None:
 # -- refresh --------------------------------------------------------------------
 
 
-async def refresh(run: SyncRun, wrapped: WrappedToken) -> SessionState:
-    """Log in with Chromium in a fresh context, capture the session, encrypt and store it."""
+async def refresh(run: SyncRun, wrapped: WrappedToken, *, source: str = "browser-login") -> SessionState:
+    """Log in with Chromium in a fresh context, capture the session, encrypt and store it.
+
+    ``source`` is recorded with the stored version, e.g. ``rotation`` for a scheduled re-capture.
+    """
     token = run.token_for(wrapped)
     secret = run.vault.read_login_secret(token, run.account.paths)
     password = secret.get("password")
@@ -192,8 +207,8 @@ async def refresh(run: SyncRun, wrapped: WrappedToken) -> SessionState:
 
     now = utc_now()
     forecast = _forecast(run, state, last_valid_at=now)
-    version = run.sessions.save(token, state, last_valid_at=now, forecast=forecast, source="browser-login")
-    run.emit(EventName.SESSION_REFRESHED, method="browser", version=version, cookies=len(state.cookies))
+    version = run.sessions.save(token, state, last_valid_at=now, forecast=forecast, source=source)
+    run.emit(EventName.SESSION_REFRESHED, method=source, version=version, cookies=len(state.cookies))
     return state
 
 
