@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import hvac
@@ -32,12 +33,23 @@ MAIL_USER = "e2e-user"
 MAIL_PASSWORD = "e2e-Password-7781"
 
 
+# Every process this test session starts inherits this marker, including Chromium helpers that get
+# re-parented, so the count below ignores browsers that other programs on the machine run.
+RUN_MARKER = f"warden-test-{uuid.uuid4().hex}"
+os.environ["WARDEN_TEST_RUN_MARKER"] = RUN_MARKER
+
+
 def chromium_processes() -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["name", "exe"]):
         name = (process.info["name"] or "") + (process.info["exe"] or "")
-        if "chrom" in name:
-            found.append(process)
+        if "chrom" not in name:
+            continue
+        try:
+            if process.environ().get("WARDEN_TEST_RUN_MARKER") == RUN_MARKER:
+                found.append(process)
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            continue
     return found
 
 
@@ -276,3 +288,111 @@ def test_cli_status_lists_account(second_sync):
     assert rows[ACCOUNT]["last_run_state"] == "completed"
     assert rows[ACCOUNT]["session"] != "none"
     assert rows[ACCOUNT]["pending_extractions"] == 0
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_forecast_expired_refreshes_first(registered, mail_server, openbao_server):
+    """A sliding 5-minute session last proven valid 6 minutes ago is refreshed before any work."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from flows.registration import register_account
+    from flows.sync import _document_store, connector_sync
+    from warden.settings import get_settings
+    from warden.store import schema
+
+    await register_account(
+        "e2e-sliding",
+        admin=registered["admin"],
+        base_url=mail_server.roundcube_url,
+        username=MAIL_USER,
+        password=SecretStr(MAIL_PASSWORD),
+        session_lifetime_seconds=300,
+    )
+    first = await connector_sync("e2e-sliding")
+    assert first.refreshed is True
+
+    store = _document_store(get_settings().resolved_store_url())
+    six_minutes_ago = datetime.now(UTC) - timedelta(minutes=6)
+    with store._engine.begin() as connection:
+        connection.execute(
+            update(schema.sessions)
+            .where(schema.sessions.c.account == "e2e-sliding")
+            .values(last_valid_at=six_minutes_ago)
+        )
+
+    second = await connector_sync("e2e-sliding")
+    assert second.probe == "expired"
+    assert second.refreshed is True
+    assert second.browser_launches == 1
+    assert second.messages_seen == 0
+    assert store.latest_session("e2e-sliding").source == "fetch"
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_transit_key_rotation_keeps_sessions(second_sync, registered):
+    from flows.sync import _document_store, connector_sync
+    from warden.settings import get_settings
+
+    store = _document_store(get_settings().resolved_store_url())
+    before = store.latest_session(ACCOUNT).ciphertext
+    registered["admin"].secrets.transit.rotate_key(name=f"session-{ACCOUNT}")
+
+    summary = await connector_sync(ACCOUNT)
+    assert summary.probe == "valid"
+    assert summary.refreshed is False
+    latest = store.latest_session(ACCOUNT).ciphertext
+    assert before.split(":")[1] != latest.split(":")[1]
+    assert latest.startswith("vault:v2:")
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_imported_session_probed_then_stored(second_sync, registered, mail_server, tmp_path):
+    from flows.registration import register_account
+    from flows.sync import _document_store, load_account
+    from warden import steps
+    from warden.credentials.policies import Action
+    from warden.credentials.vault import VaultClient
+    from warden.errors import SessionRejected
+    from warden.run import SyncRun
+    from warden.sessions.importing import load_session_file
+    from warden.settings import get_settings
+
+    await register_account(
+        "e2e-import",
+        admin=registered["admin"],
+        base_url=mail_server.roundcube_url,
+        username=MAIL_USER,
+        password=None,
+    )
+    config, vault_block = await load_account(ACCOUNT)
+    store = _document_store(get_settings().resolved_store_url())
+
+    # Export the working session of the e2e account as a bare cookie array, the way a browser extension would.
+    source_run = SyncRun(config, vault=VaultClient(vault_block.settings()), documents=store)
+    token = source_run.token_for(steps.issue_token(source_run, Action.PROBE))
+    exported = source_run.sessions.load(token).state
+    steps.wipe(source_run)
+    path = tmp_path / "cookies.json"
+    path.write_text(
+        json.dumps(
+            [
+                {"name": c.name, "value": c.value, "domain": c.domain, "path": c.path, "session": True}
+                for c in exported.cookies
+            ]
+        )
+    )
+
+    import_config, _ = await load_account("e2e-import")
+    run = SyncRun(import_config, vault=VaultClient(vault_block.settings()), documents=store)
+    state, _report = load_session_file(path)
+    result = await steps.import_state(run, steps.issue_token(run, Action.PROBE), state)
+    assert result.state.value == "valid"
+    assert store.latest_session("e2e-import").source == "import"
+
+    rejected = state.model_copy(update={"cookies": [c.model_copy(update={"value": "bogus"}) for c in state.cookies]})
+    with pytest.raises(SessionRejected) as caught:
+        await steps.import_state(run, steps.issue_token(run, Action.PROBE), rejected)
+    assert "Nothing was stored" in str(caught.value)
+    steps.wipe(run)

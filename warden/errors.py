@@ -13,7 +13,8 @@ does with it: Prefect retries a task only for :class:`TransientError`.
     ├── ConfigError             a person must change configuration
     │   ├── AccountNotFound         no account Block of that name
     │   ├── VaultDenied             a vault policy rejects the path
-    │   └── StateCorrupt            a stored session cannot be read back
+    │   ├── StateCorrupt            a stored session cannot be read back
+    │   └── InvalidSessionFile      a session file to import has a bad shape
     ├── UpstreamError           the remote side refused, retrying will not help
     │   ├── LoginFailed             wrong user name or password
     │   ├── LoginRequired           nothing automatic can log in; a person must
@@ -41,6 +42,7 @@ __all__ = [
     "BugError",
     "ConfigError",
     "ErrorKind",
+    "InvalidSessionFile",
     "LoginFailed",
     "LoginRequired",
     "RateLimited",
@@ -128,6 +130,10 @@ class VaultDenied(ConfigError):
 
 class StateCorrupt(ConfigError):
     """A stored session state cannot be decrypted or parsed."""
+
+
+class InvalidSessionFile(ConfigError):
+    """A session file given for import is not JSON, or not a storage state or cookie array."""
 
 
 class LoginFailed(UpstreamError):

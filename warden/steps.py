@@ -42,6 +42,7 @@ __all__ = [
     "check_probe",
     "extract",
     "fetch",
+    "import_state",
     "issue_token",
     "probe",
     "refresh",
@@ -166,6 +167,26 @@ def check_probe(run: SyncRun, result: ProbeResult) -> None:
         raise UnexpectedResponse(
             f"The probe of account '{run.account.name}' could not tell whether the session works: {result.reason}"
         )
+
+
+async def import_state(run: SyncRun, wrapped: WrappedToken, state: SessionState) -> ProbeResult:
+    """Probe a session brought from elsewhere and store it only when the site accepts it."""
+    token = run.token_for(wrapped)
+    started = utc_now()
+
+    async with run.limiter.site_slot(run.account.site):
+        result, rotated = await run.connector.probe(state)
+
+    if result.state not in (ProbeState.VALID, ProbeState.EXPIRING):
+        raise SessionRejected(
+            f"The imported session for account '{run.account.name}' does not work at {run.account.base_url}: "
+            f"the probe returned {result.state.value} ({result.reason}). Nothing was stored; export a fresh session."
+        )
+
+    forecast = _forecast(run, rotated, last_valid_at=started)
+    version = run.sessions.save(token, rotated, last_valid_at=started, forecast=forecast, source="import")
+    run.emit(EventName.SESSION_REFRESHED, method="import", version=version, cookies=len(rotated.cookies))
+    return result
 
 
 # -- refresh --------------------------------------------------------------------
