@@ -72,6 +72,14 @@ def _refresh_prefect_settings() -> None:
         context_module.refresh_global_settings_context()
 
 
+def _drain_prefect_logs() -> None:
+    # Send logs still queued for the API while the server runs; otherwise Prefect's log
+    # worker tries at interpreter exit and prints "Error logging to API".
+    handlers_module = sys.modules.get("prefect.logging.handlers")
+    if handlers_module is not None:
+        handlers_module.APILogWorker.drain_all(timeout=5)
+
+
 @pytest.fixture(scope="session")
 def prefect_server(stack_run_dir: Path) -> Iterator[PrefectServer]:
     """Start a Prefect server and make it the API of this process and its subprocesses."""
@@ -92,6 +100,7 @@ def prefect_server(stack_run_dir: Path) -> Iterator[PrefectServer]:
     try:
         yield server
     finally:
+        _drain_prefect_logs()
         for name, value in previous.items():
             if value is None:
                 os.environ.pop(name, None)
