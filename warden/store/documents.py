@@ -105,6 +105,20 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
+def _stored_session(row: Any) -> StoredSession:
+    return StoredSession(
+        account=row.account,
+        version=row.version,
+        ciphertext=row.ciphertext,
+        captured_at=_aware(row.captured_at),
+        saved_at=_aware(row.saved_at),
+        last_valid_at=_aware(row.last_valid_at),
+        expires_at=_aware(row.expires_at),
+        forecast_source=row.forecast_source,
+        source=row.source,
+    )
+
+
 class DocumentStore:
     """Messages, attachments and their text, with cursors and sessions, in one database."""
 
@@ -364,19 +378,17 @@ class DocumentStore:
                 .order_by(schema.sessions.c.version.desc())
                 .limit(1)
             ).one_or_none()
-        if row is None:
-            return None
-        return StoredSession(
-            account=row.account,
-            version=row.version,
-            ciphertext=row.ciphertext,
-            captured_at=_aware(row.captured_at),
-            saved_at=_aware(row.saved_at),
-            last_valid_at=_aware(row.last_valid_at),
-            expires_at=_aware(row.expires_at),
-            forecast_source=row.forecast_source,
-            source=row.source,
-        )
+        return None if row is None else _stored_session(row)
+
+    def session_versions(self, account: str) -> list[StoredSession]:
+        """Return every stored version of an account's session, newest first."""
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(schema.sessions)
+                .where(schema.sessions.c.account == account)
+                .order_by(schema.sessions.c.version.desc())
+            ).all()
+        return [_stored_session(row) for row in rows]
 
     def save_session(
         self,
