@@ -27,6 +27,7 @@ class EventName(StrEnum):
     TOKEN_REVOKED = "warden.token.revoked"
     REVOCATION_UNPROVEN = "warden.revocation.unproven"
     BROWSER_CRASHED = "warden.browser.crashed"
+    BROWSER_BUDGET_EXCEEDED = "warden.browser.budget_exceeded"
     FETCH_THROTTLED = "warden.fetch.throttled"
     FETCH_RESCHEDULED = "warden.fetch.rescheduled"
     EXTRACTION_FAILED = "warden.extraction.failed"

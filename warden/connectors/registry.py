@@ -20,8 +20,16 @@ def _roundcube(config: AccountConfig) -> Connector:
     return RoundcubeConnector(config.base_url, account=config.name, http=config.http)
 
 
+def _webapp(config: AccountConfig) -> Connector:
+    from warden.connectors.webapp import WebAppConnector, parse_webapp_options
+
+    options = parse_webapp_options(config.connector_options, account=config.name)
+    return WebAppConnector(config.base_url, account=config.name, http=config.http, options=options)
+
+
 _FACTORIES: dict[str, Callable[[AccountConfig], Connector]] = {
     "roundcube": _roundcube,
+    "webapp": _webapp,
 }
 
 

@@ -40,10 +40,12 @@ async def login_and_capture(
 
     Raises the connector's :class:`~warden.errors.LoginFailed` or
     :class:`~warden.errors.LoginRequired` unchanged, :class:`SiteUnreachable`
-    on a timeout, and :class:`BrowserCrashed` when the browser fails.
+    on a timeout, :class:`BrowserCrashed` when the browser fails, and
+    :class:`~warden.errors.BrowserBudgetExceeded` when the job uses more CPU
+    seconds or memory than ``budget`` allows.
     """
     try:
-        async with pool.context() as context:
+        async with pool.context(budget=budget, account=account) as context:
             page = await context.new_page()
             extras = await asyncio.wait_for(connector.login(page, credentials), timeout=budget.timeout_seconds)
             storage_state = await context.storage_state(indexed_db=True)
