@@ -47,3 +47,16 @@ def test_malformed_message_still_recorded():
     record = message_record_from_raw(ItemRef(mailbox="INBOX", uid=2), raw)
     assert record.raw == raw
     assert record.attachments == []
+
+
+def test_broken_base64_marked_failed():
+    raw = (
+        b"From: a@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nhi\r\n--B\r\n'
+        b'Content-Type: application/pdf; name="a.pdf"\r\nContent-Disposition: attachment; filename="a.pdf"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n!!!!not base64 at all@@@@\r\n--B--\r\n"
+    )
+    record = message_record_from_raw(ItemRef(mailbox="INBOX", uid=3), raw)
+    assert len(record.attachments) == 1
+    assert "base64 transfer encoding is invalid" in record.attachments[0].error
+    assert "InvalidBase64" in record.attachments[0].error

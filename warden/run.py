@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from pydantic import BaseModel, Field
@@ -24,7 +25,7 @@ from warden.sessions.browser import BrowserPool, get_browser_pool
 from warden.sessions.store import SessionStore
 from warden.store import DocumentStore
 
-__all__ = ["Limiter", "NoLimits", "SyncRun", "SyncSummary"]
+__all__ = ["ExtractOutcome", "FetchOutcome", "Limiter", "NoLimits", "SyncRun", "SyncSummary"]
 
 
 class Limiter(Protocol):
@@ -65,6 +66,25 @@ class SyncSummary(BaseModel):
     error: str | None = None
 
 
+@dataclass
+class FetchOutcome:
+    """Counts of what one fetch stored."""
+
+    messages_new: int = 0
+    attachments_new: int = 0
+    requests_sent: int = 0
+    mailboxes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ExtractOutcome:
+    """Counts of extraction outcomes for an account's pending attachments."""
+
+    extracted: int = 0
+    failed: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
 class SyncRun:
     """The state one sync of one account carries between its steps."""
 
@@ -88,6 +108,7 @@ class SyncRun:
         self.sessions = SessionStore(documents, vault, account.paths)
         self.connector = build_connector(account)
         self.probe_result: ProbeResult | None = None
+        self.fetch_outcome: FetchOutcome | None = None
         self.proofs: list[RevocationProof] = []
 
     def emit(self, name: EventName, **payload: object) -> None:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from warden.connectors.base import LoginCredentials, ProbeResult, ProbeState
 from warden.connectors.mime import message_record_from_raw
 from warden.credentials.policies import Action
-from warden.credentials.tokens import RevocationProof, WrappedToken
+from warden.credentials.tokens import RevocationProof, ScopedToken, WrappedToken
 from warden.errors import (
     BrowserCrashed,
     ConfigError,
@@ -28,10 +27,11 @@ from warden.errors import (
     SiteUnreachable,
     StateCorrupt,
     UnexpectedResponse,
+    WardenError,
 )
 from warden.events import EventName
 from warden.extraction import ExtractionSettings, extract_in_sandbox
-from warden.run import SyncRun
+from warden.run import ExtractOutcome, FetchOutcome, SyncRun
 from warden.sessions.capture import login_and_capture
 from warden.sessions.forecast import Forecast, forecast_expiry, refresh_margin
 from warden.sessions.state import SessionState
@@ -101,6 +101,12 @@ async def probe(run: SyncRun, wrapped: WrappedToken) -> ProbeResult:
     if loaded is None:
         result = ProbeResult(state=ProbeState.MISSING, reason="no session saved yet", elapsed_seconds=0.0)
         run.emit(EventName.SESSION_PROBED, state=result.state.value, reason=result.reason, elapsed_seconds=0.0)
+        return result
+
+    if loaded.rejected_at is not None:
+        reason = f"the site refused this session during work at {loaded.rejected_at.isoformat(timespec='seconds')}"
+        result = ProbeResult(state=ProbeState.EXPIRED, reason=reason, elapsed_seconds=0.0)
+        run.emit(EventName.SESSION_PROBED, state=result.state.value, reason=reason, elapsed_seconds=0.0)
         return result
 
     stored_forecast = _forecast(run, loaded.state, loaded.last_valid_at)
@@ -236,16 +242,6 @@ async def refresh(run: SyncRun, wrapped: WrappedToken, *, source: str = "browser
 # -- fetch ----------------------------------------------------------------------
 
 
-@dataclass
-class FetchOutcome:
-    """Counts of what one fetch stored."""
-
-    messages_new: int = 0
-    attachments_new: int = 0
-    requests_sent: int = 0
-    mailboxes: dict[str, int] = field(default_factory=dict)
-
-
 async def fetch(run: SyncRun, wrapped: WrappedToken) -> FetchOutcome:
     """Fetch new messages of every mailbox over HTTP; store each with the cursor, then the rotated session."""
     if not run.connector.supports_fetch:
@@ -259,9 +255,12 @@ async def fetch(run: SyncRun, wrapped: WrappedToken) -> FetchOutcome:
             f"Account '{run.account.name}' has no saved session to fetch with. Run the sync again, which logs in again."
         )
 
-    outcome = FetchOutcome()
+    # The run keeps the outcome, so a fetch that fails midway still reports what it stored.
+    outcome = run.fetch_outcome = FetchOutcome()
     account = run.account.name
     async with run.limiter.site_slot(run.account.site), run.connector.open(loaded.state) as session:
+        failed = True
+        rejected = False
         try:
             for mailbox in run.account.mailboxes:
                 cursor = run.documents.cursor(account, mailbox)
@@ -276,11 +275,13 @@ async def fetch(run: SyncRun, wrapped: WrappedToken) -> FetchOutcome:
                         outcome.messages_new += 1
                         outcome.attachments_new += len(record.attachments)
                 outcome.mailboxes[mailbox] = len(refs)
+            failed = False
+        except SessionRejected:
+            rejected = True
+            raise
         finally:
             outcome.requests_sent = session.requests_sent
-            rotated = session.current_state()
-            now = utc_now()
-            run.sessions.save(token, rotated, last_valid_at=now, forecast=_forecast(run, rotated, now), source="fetch")
+            _save_rotated_after_fetch(run, token, session.current_state(), rejected=rejected, failed=failed)
 
     logger.info(
         "fetch.done account=%s messages_new=%d attachments_new=%d requests=%d",
@@ -292,16 +293,24 @@ async def fetch(run: SyncRun, wrapped: WrappedToken) -> FetchOutcome:
     return outcome
 
 
+def _save_rotated_after_fetch(
+    run: SyncRun, token: ScopedToken, rotated: SessionState, *, rejected: bool, failed: bool
+) -> None:
+    # Cookies the server rotated must be stored even when the fetch failed, or the next replay kills the session.
+    now = utc_now()
+    forecast = _forecast(run, rotated, now)
+    try:
+        version = run.sessions.save(token, rotated, last_valid_at=now, forecast=forecast, source="fetch")
+        if rejected:
+            run.sessions.reject(version)
+    except WardenError as exc:
+        if not failed:
+            raise
+        # The fetch's own error is the one to report; this one is logged so it is not lost.
+        logger.error("session.save_failed account=%s error=%s", run.account.name, exc)
+
+
 # -- extract --------------------------------------------------------------------
-
-
-@dataclass
-class ExtractOutcome:
-    """Counts of extraction outcomes for an account's pending attachments."""
-
-    extracted: int = 0
-    failed: int = 0
-    by_status: dict[str, int] = field(default_factory=dict)
 
 
 async def extract(run: SyncRun, settings: ExtractionSettings | None = None) -> ExtractOutcome:

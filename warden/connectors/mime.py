@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterator
-from email import policy
+from email import errors, policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 
@@ -22,6 +22,11 @@ from warden.store import AttachmentRecord, MessageRecord
 __all__ = ["message_record_from_raw"]
 
 _TAG = re.compile(r"<[^>]+>")
+_DECODING_DEFECTS = (
+    errors.InvalidBase64CharactersDefect,
+    errors.InvalidBase64PaddingDefect,
+    errors.InvalidBase64LengthDefect,
+)
 
 
 def _leaf_parts(part: Message) -> Iterator[Message]:
@@ -51,6 +56,21 @@ def _part_bytes(part: Message) -> bytes:
     return data if isinstance(data, bytes) else b""
 
 
+def _decoding_error(part: Message) -> str | None:
+    """Describe a transfer-encoding defect found while decoding ``part``, or return None."""
+    # The email package decodes broken base64 as best it can and only records defects, so the bytes
+    # stored for such a part are not the file that was sent.
+    defects = [defect for defect in part.defects if isinstance(defect, _DECODING_DEFECTS)]
+    if not defects:
+        return None
+    names = ", ".join(sorted({type(defect).__name__ for defect in defects}))
+    encoding = part.get("Content-Transfer-Encoding", "unknown")
+    return (
+        f"The attachment's {encoding} transfer encoding is invalid ({names}); the decoded bytes are not the "
+        "file that was sent, so it was not extracted."
+    )
+
+
 def _part_text(part: Message) -> str:
     data = part.get_payload(decode=True) or b""
     charset = part.get_content_charset() or "utf-8"
@@ -70,12 +90,14 @@ def message_record_from_raw(ref: ItemRef, raw: bytes) -> MessageRecord:
 
     for part in _leaf_parts(message):
         if _is_attachment(part):
+            data = _part_bytes(part)
             attachments.append(
                 AttachmentRecord(
                     part_index=len(attachments),
                     filename=part.get_filename(),
                     declared_type=part.get_content_type(),
-                    data=_part_bytes(part),
+                    data=data,
+                    error=_decoding_error(part),
                 )
             )
         elif part.get_content_type() == "text/plain" and plain is None:

@@ -48,6 +48,9 @@ logger = logging.getLogger("warden.connectors.roundcube")
 
 REQUEST_TOKEN_EXTRA = "request_token"
 _MESSAGE_ROW = re.compile(r"add_message_row\((\d+),")
+_ERROR_NOTICE = re.compile(r'display_message\("((?:[^"\\]|\\.)*)","error"')
+# Roundcube's English text for "storageerror", shown when its IMAP connection fails.
+_STORAGE_ERROR = "Connection to storage server failed"
 _CHALLENGE_WORDS = ("captcha", "two-factor", "2fa", "verification code")
 
 
@@ -109,6 +112,13 @@ class RoundcubeConnector:
 
         task = await page.evaluate("() => window.rcmail ? rcmail.env.task : null")
         if task != "mail":
+            stack = page.locator("#messagestack")
+            notice = (await stack.inner_text()).strip() if await stack.count() else ""
+            if _STORAGE_ERROR in notice:
+                raise SiteUnreachable(
+                    f"Roundcube at {self.base_url} could not reach its mail server while logging in account "
+                    f"'{self.account}' ({notice!r}). Check the IMAP server behind Roundcube."
+                )
             raise LoginFailed(
                 f"Roundcube at {self.base_url} rejected the login of user '{credentials.username}' for account "
                 f"'{self.account}'. Check the password stored in the vault for this account."
@@ -199,6 +209,15 @@ class RoundcubeSession:
                     f"Could not {what}: Roundcube returned a session error. The next sync logs in again."
                 )
 
+            error = _error_message(exec_code)
+            if error is not None:
+                # Roundcube answers a list it could not read with an empty page and an error notice, for
+                # example when its IMAP server is down or rejects the credentials kept in this session.
+                raise SessionRejected(
+                    f"Could not {what}: Roundcube reported {error!r}. Its mail server is down or no longer "
+                    "accepts this session; the next sync logs in again and reports which."
+                )
+
             env = body.get("env") if isinstance(body.get("env"), dict) else {}
             message_count = _as_int(env.get("messagecount"), default=0)
             page_count = _as_int(env.get("pagecount"), default=1)
@@ -245,3 +264,14 @@ def _as_int(value: object, *, default: int) -> int:
         return int(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return default
+
+
+def _error_message(exec_code: str) -> str | None:
+    """Return the text of an error notice in an AJAX response's ``exec`` code, or None."""
+    match = _ERROR_NOTICE.search(exec_code)
+    if match is None:
+        return None
+    try:
+        return json.loads(f'"{match.group(1)}"')
+    except json.JSONDecodeError:
+        return match.group(1)

@@ -268,7 +268,7 @@ class VaultClient:
                 raise StateCorrupt(
                     f"The stored session of account '{paths.account}' could not be decrypted with transit key "
                     f"'{paths.session_key}': the vault rejected the ciphertext as invalid. A new login will "
-                    "replace it; the unreadable version stays in the store."
+                    "replace it; the unreadable version stays in the store until five newer versions prune it."
                 ) from exc
         return base64.b64decode(response["data"]["plaintext"])
 

@@ -106,7 +106,7 @@ class SessionState(BaseModel):
             raise StateCorrupt(
                 f"The stored session of account '{account}' decrypted but is not a session state "
                 f"({exc.error_count()} validation errors). A new login will replace it; "
-                "the unreadable version stays in the store."
+                "the unreadable version stays in the store until five newer versions prune it."
             ) from exc
 
     # -- secrets --------------------------------------------------------------

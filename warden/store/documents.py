@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from warden.errors import ConfigError, TransientError
+from warden.errors import BugError, ConfigError, TransientError
 from warden.store import schema
 
 __all__ = ["AttachmentRecord", "DocumentStore", "MessageRecord", "PendingAttachment", "StoredSession"]
@@ -51,6 +51,7 @@ class AttachmentRecord:
     filename: str | None
     declared_type: str | None
     data: bytes
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class StoredSession:
     expires_at: datetime | None
     forecast_source: str | None
     source: str | None
+    rejected_at: datetime | None = None
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -116,6 +118,7 @@ def _stored_session(row: Any) -> StoredSession:
         expires_at=_aware(row.expires_at),
         forecast_source=row.forecast_source,
         source=row.source,
+        rejected_at=_aware(row.rejected_at),
     )
 
 
@@ -186,6 +189,12 @@ class DocumentStore:
                 f"The document store at {self._safe_url()} is busy or unreachable: {exc.orig}. "
                 "The write was rolled back; the task will retry."
             ) from exc
+        except SQLAlchemyError as exc:
+            # str(exc) would carry the statement's parameters (message bodies, file contents); exc.orig does not.
+            raise BugError(
+                f"A write to the document store at {self._safe_url()} failed and was rolled back: "
+                f"{type(exc).__name__}: {getattr(exc, 'orig', None) or 'no driver message'}. Please report it."
+            ) from exc
 
     # -- messages and attachments --------------------------------------------
 
@@ -204,35 +213,31 @@ class DocumentStore:
         except that the cursor still moves forward if it lagged).
         """
         with self._transaction() as connection:
-            existing = connection.execute(
-                select(schema.messages.c.id).where(
-                    schema.messages.c.account == account,
-                    schema.messages.c.mailbox == message.mailbox,
-                    schema.messages.c.uidvalidity == message.uidvalidity,
-                    schema.messages.c.uid == message.uid,
+            raw_sha256 = self._put_blob(connection, message.raw)
+            # Insert-or-skip in one statement, so two workers saving the same message cannot both insert it.
+            statement = (
+                self._insert(schema.messages)
+                .values(
+                    account=account,
+                    mailbox=message.mailbox,
+                    uidvalidity=message.uidvalidity,
+                    uid=message.uid,
+                    message_id=message.message_id,
+                    subject=message.subject,
+                    sender=message.sender,
+                    sent_at=message.sent_at,
+                    raw_sha256=raw_sha256,
+                    size_bytes=len(message.raw),
+                    body_text=message.body_text,
+                    fetched_at=utc_now(),
                 )
-            ).scalar_one_or_none()
+                .on_conflict_do_nothing(index_elements=["account", "mailbox", "uidvalidity", "uid"])
+                .returning(schema.messages.c.id)
+            )
+            message_pk = connection.execute(statement).scalar_one_or_none()
+            created = message_pk is not None
 
-            created = existing is None
             if created:
-                raw_sha256 = self._put_blob(connection, message.raw)
-                message_pk = connection.execute(
-                    schema.messages.insert().values(
-                        account=account,
-                        mailbox=message.mailbox,
-                        uidvalidity=message.uidvalidity,
-                        uid=message.uid,
-                        message_id=message.message_id,
-                        subject=message.subject,
-                        sender=message.sender,
-                        sent_at=message.sent_at,
-                        raw_sha256=raw_sha256,
-                        size_bytes=len(message.raw),
-                        body_text=message.body_text,
-                        fetched_at=utc_now(),
-                    )
-                ).inserted_primary_key[0]
-
                 for attachment in message.attachments:
                     digest = self._put_blob(connection, attachment.data)
                     connection.execute(
@@ -244,7 +249,8 @@ class DocumentStore:
                             declared_type=attachment.declared_type,
                             sha256=digest,
                             size_bytes=len(attachment.data),
-                            status="pending",
+                            status="failed" if attachment.error else "pending",
+                            error=attachment.error,
                         )
                     )
 
@@ -379,6 +385,15 @@ class DocumentStore:
                 .limit(1)
             ).one_or_none()
         return None if row is None else _stored_session(row)
+
+    def reject_session(self, account: str, version: int) -> None:
+        """Mark a stored session version as refused by the site, so the next probe treats it as expired."""
+        with self._transaction() as connection:
+            connection.execute(
+                update(schema.sessions)
+                .where(schema.sessions.c.account == account, schema.sessions.c.version == version)
+                .values(rejected_at=utc_now())
+            )
 
     def session_versions(self, account: str) -> list[StoredSession]:
         """Return every stored version of an account's session, newest first."""

@@ -97,6 +97,7 @@ sessions = Table(
     Column("expires_at", DateTime(timezone=True), comment="Forecast expiry"),
     Column("forecast_source", String(20)),
     Column("source", String(40), comment="What produced this version: browser-login, probe, fetch, import, ..."),
+    Column("rejected_at", DateTime(timezone=True), comment="When the site refused this session during work"),
 )
 
 runs = Table(
