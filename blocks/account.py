@@ -58,6 +58,13 @@ class ConnectorAccount(Block):
         default=1024 * 1024 * 1024, description="Unique memory one browser login's Chromium may use, in bytes."
     )
     ocr_enabled: bool = Field(default=True, description="Run OCR on images and on PDF pages that have no text.")
+    extraction_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            'Extraction limits by name, e.g. {"max_depth": 12, "timeout_seconds": 300}; '
+            "see warden.extraction.ExtractionSettings. Never passwords."
+        ),
+    )
 
     def to_config(self, name: str) -> AccountConfig:
         """Return the library's view of this account."""
@@ -82,4 +89,5 @@ class ConnectorAccount(Block):
                 max_memory_bytes=self.browser_max_memory_bytes,
             ),
             ocr_enabled=self.ocr_enabled,
+            extraction_options=self.extraction_options,
         )

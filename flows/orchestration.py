@@ -25,16 +25,19 @@ from prefect.concurrency.asyncio import concurrency
 from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
 
-from warden.errors import is_transient
+from warden.errors import AccountNotFound, BrowserCrashed, TransientError, is_transient
 from warden.events import WardenEvent
 
 __all__ = [
     "BROWSER_LIMIT",
+    "account_lock",
+    "check_account_name",
     "DEFAULT_BROWSER_SLOTS",
     "DEFAULT_SITE_SLOTS",
     "PrefectEventSink",
     "PrefectLimits",
     "ensure_limit",
+    "retry_browser_crash",
     "retry_transient",
     "site_limit_name",
 ]
@@ -87,6 +90,37 @@ class PrefectLimits:
             yield
 
 
+# A second sync of an account waits this long for the first before it gives up.
+ACCOUNT_LOCK_TIMEOUT_SECONDS = 900
+ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def check_account_name(account: str) -> None:
+    """Raise :class:`AccountNotFound` with the naming rule when ``account`` cannot be an account name."""
+    if not ACCOUNT_NAME.fullmatch(account):
+        raise AccountNotFound(
+            f"{account!r} is not a valid account name: use 1 to 63 lowercase letters, digits, '-' or '_', "
+            "starting with a letter or digit."
+        )
+
+
+@asynccontextmanager
+async def account_lock(account: str) -> AsyncIterator[None]:
+    """Hold the account's one-slot global concurrency limit, so syncs of one account never overlap."""
+    name = f"account-{account}"
+    await ensure_limit(name, 1)
+    try:
+        async with concurrency(
+            name, occupy=1, lease_duration=LEASE_SECONDS, strict=True, timeout_seconds=ACCOUNT_LOCK_TIMEOUT_SECONDS
+        ):
+            yield
+    except TimeoutError as exc:
+        raise TransientError(
+            f"Another sync of account '{account}' held its lock for over {ACCOUNT_LOCK_TIMEOUT_SECONDS} s. "
+            f"Check for a stuck run in the Prefect UI; its slot on the limit '{name}' frees when the run ends."
+        ) from exc
+
+
 class PrefectEventSink:
     """Emit each event to Prefect with the account as its resource."""
 
@@ -105,3 +139,12 @@ class PrefectEventSink:
 def retry_transient(task: Task, task_run: TaskRun, state: State) -> bool:
     """Retry a task only when it failed with a transient error (``warden.errors.TransientError``)."""
     return isinstance(state.data, BaseException) and is_transient(state.data)
+
+
+def retry_browser_crash(task: Task, task_run: TaskRun, state: State) -> bool:
+    """Retry a login only when the browser itself died.
+
+    Every login attempt counts against the site's failed-login limit (Roundcube locks a user out after
+    three a minute), so a login that reached the site is never repeated within a run.
+    """
+    return isinstance(state.data, BrowserCrashed)

@@ -47,7 +47,6 @@ from flows.orchestration import PrefectEventSink, PrefectLimits, retry_transient
 from flows.sync import (
     TASK_RETRIES,
     TASK_RETRY_DELAYS_SECONDS,
-    _document_store,
     issue_scoped_token,
     load_account,
     wipe_tokens,
@@ -59,7 +58,7 @@ from warden.credentials.tokens import WrappedToken
 from warden.credentials.vault import VaultClient
 from warden.errors import ErrorKind, RevocationUnproven, WardenError
 from warden.run import SyncRun
-from warden.settings import get_settings
+from warden.store import default_document_store
 from warden.store.documents import StoredSession
 
 __all__ = [
@@ -128,7 +127,7 @@ async def open_account_run(account: str) -> SyncRun:
     return SyncRun(
         config,
         vault=VaultClient(vault_block.settings()),
-        documents=_document_store(get_settings().resolved_store_url()),
+        documents=default_document_store(),
         events=PrefectEventSink(),
         limiter=PrefectLimits(),
     )

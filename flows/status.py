@@ -9,8 +9,7 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
 from blocks.account import ConnectorAccount
-from flows.sync import _document_store
-from warden.settings import get_settings
+from warden.store import default_document_store
 
 __all__ = ["collect_status"]
 
@@ -29,7 +28,7 @@ async def collect_status() -> list[dict[str, Any]]:
         except ObjectNotFound:
             documents = []
 
-    store = _document_store(get_settings().resolved_store_url())
+    store = default_document_store()
     last_runs = store.last_runs()
     pending = store.pending_counts()
     now = datetime.now(UTC)

@@ -17,7 +17,6 @@ task failed, and the flow's final state still shows that failure.
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
@@ -27,7 +26,14 @@ from prefect.utilities.urls import url_for
 
 from blocks.account import ConnectorAccount
 from blocks.vault import VaultConnection
-from flows.orchestration import PrefectEventSink, PrefectLimits, retry_transient
+from flows.orchestration import (
+    PrefectEventSink,
+    PrefectLimits,
+    account_lock,
+    check_account_name,
+    retry_browser_crash,
+    retry_transient,
+)
 from warden import steps
 from warden.accounts import AccountConfig
 from warden.connectors.base import ProbeResult
@@ -36,10 +42,8 @@ from warden.credentials.redaction import install_redaction
 from warden.credentials.tokens import RevocationProof, WrappedToken
 from warden.credentials.vault import VaultClient
 from warden.errors import AccountNotFound, RevocationUnproven, WardenError
-from warden.run import SyncRun, SyncSummary
-from warden.settings import get_settings
-from warden.steps import ExtractOutcome, FetchOutcome
-from warden.store import DocumentStore
+from warden.run import ExtractOutcome, FetchOutcome, SyncRun, SyncSummary
+from warden.store import DocumentStore, default_document_store
 
 __all__ = ["connector_sync", "sync_and_summarize"]
 
@@ -50,9 +54,9 @@ TASK_RETRIES = 2
 TASK_RETRY_DELAYS_SECONDS = [2, 8]
 
 
-@lru_cache(maxsize=4)
 def _document_store(url: str) -> DocumentStore:
-    return DocumentStore(url)
+    # NOTE: kept for callers written before default_document_store existed; remove once none is left.
+    return default_document_store(url)
 
 
 async def load_account(account: str) -> tuple[AccountConfig, VaultConnection]:
@@ -98,7 +102,7 @@ async def probe_session(run: SyncRun, wrapped: WrappedToken) -> ProbeResult:
     return await steps.probe(run, wrapped)
 
 
-@task(name="refresh-session", **_task_options)
+@task(name="refresh-session", **{**_task_options, "retry_condition_fn": retry_browser_crash})
 async def refresh_session(run: SyncRun, wrapped: WrappedToken) -> None:
     """Log in with Chromium in a fresh context and store the new session, encrypted."""
     await steps.refresh(run, wrapped)
@@ -131,60 +135,41 @@ async def connector_sync(account: str) -> SyncSummary:
     install_redaction()
     run_logger = get_run_logger()
 
-    config, vault_block = await load_account(account)
-    settings = get_settings()
-    documents = _document_store(settings.resolved_store_url())
-    run = SyncRun(
-        config,
-        vault=VaultClient(vault_block.settings()),
-        documents=documents,
-        events=PrefectEventSink(),
-        limiter=PrefectLimits(),
-    )
-    launches_before = run.browser_pool.launches
-
     summary = SyncSummary(account=account, access_path=ACCESS_PATH_BROWSER_SESSION, probe="not run")
     summary.run_url = url_for("flow-run", obj_id=current_flow_run.id)
+    documents = default_document_store()
     store_run_id = documents.start_run(account, current_flow_run.id)
+    run: SyncRun | None = None
+    proofs: list[RevocationProof] = []
     failure: BaseException | None = None
 
     try:
-        wrapped = await issue_scoped_token(run, Action.PROBE)
-        probe = await probe_session(run, wrapped)
-        summary.probe = probe.state.value
-        steps.check_probe(run, probe)
-
-        if probe.needs_refresh:
-            wrapped = await issue_scoped_token(run, Action.REFRESH)
-            await refresh_session(run, wrapped)
-            summary.refreshed = True
-
-        wrapped = await issue_scoped_token(run, Action.FETCH)
-        fetched = await fetch_items(run, wrapped)
-        summary.messages_seen = fetched.messages_new
-        summary.attachments_fetched = fetched.attachments_new
-
-        extracted = await extract_attachments(run)
-        summary.attachments_extracted = extracted.extracted
-        summary.failed = extracted.failed
-    except Exception as exc:  # noqa: BLE001 - recorded, the wipe runs, then re-raised below
+        check_account_name(account)
+        # One sync per account at a time, across every worker: a second one waits for the first.
+        async with account_lock(account):
+            config, vault_block = await load_account(account)
+            run = SyncRun(
+                config,
+                vault=VaultClient(vault_block.settings()),
+                documents=documents,
+                events=PrefectEventSink(),
+                limiter=PrefectLimits(),
+            )
+            launches_before = run.browser_pool.launches
+            try:
+                await _run_steps(run, summary)
+            finally:
+                summary.tokens_issued = len(run.ledger)
+                proofs = await _wipe(run, run_logger)
+                summary.browser_launches = run.browser_pool.launches - launches_before
+    except Exception as exc:  # noqa: BLE001 - recorded in the summary, then re-raised below
         failure = exc
-        summary.failed += 1
-        summary.error = str(exc) if isinstance(exc, WardenError) else f"{type(exc).__name__}: {exc}"
+        summary.error = _describe_failure(exc)
+        if isinstance(exc, WardenError) and not isinstance(exc, RevocationUnproven):
+            run_logger.error("sync.failed account=%s kind=%s error=%s", account, exc.kind.value, exc)
     finally:
-        summary.tokens_issued = len(run.ledger)
-        try:
-            proofs = await wipe_tokens(run)
-        except RevocationUnproven as exc:
-            run_logger.error("%s", exc)
-            if failure is None:
-                failure = exc
-                summary.failed += 1
-                summary.error = str(exc)
-            proofs = run.proofs
+        _fill_counts(summary, run, documents, failed=failure is not None)
         summary.tokens_revoked = sum(1 for proof in proofs if proof.proven)
-        summary.browser_launches = run.browser_pool.launches - launches_before
-
         state = "failed" if failure is not None else "completed"
         documents.finish_run(store_run_id, state=state, summary=summary.model_dump(mode="json"))
         await _publish_artifacts(summary, proofs)
@@ -192,7 +177,7 @@ async def connector_sync(account: str) -> SyncSummary:
     if failure is not None:
         raise failure
     run_logger.info(
-        "sync.done account=%s probe=%s refreshed=%s messages=%d attachments=%d extracted=%d failed=%d",
+        "sync.done account=%s probe=%s refreshed=%s messages=%d attachments=%d extracted=%d failed=%d pending=%d",
         account,
         summary.probe,
         summary.refreshed,
@@ -200,8 +185,53 @@ async def connector_sync(account: str) -> SyncSummary:
         summary.attachments_fetched,
         summary.attachments_extracted,
         summary.failed,
+        summary.attachments_pending,
     )
     return summary
+
+
+async def _run_steps(run: SyncRun, summary: SyncSummary) -> None:
+    wrapped = await issue_scoped_token(run, Action.PROBE)
+    probe = await probe_session(run, wrapped)
+    summary.probe = probe.state.value
+    steps.check_probe(run, probe)
+
+    if probe.needs_refresh:
+        wrapped = await issue_scoped_token(run, Action.REFRESH)
+        await refresh_session(run, wrapped)
+        summary.refreshed = True
+
+    wrapped = await issue_scoped_token(run, Action.FETCH)
+    await fetch_items(run, wrapped)
+    await extract_attachments(run)
+
+
+async def _wipe(run: SyncRun, run_logger: logging.Logger | logging.LoggerAdapter) -> list[RevocationProof]:
+    try:
+        return await wipe_tokens(run)
+    except RevocationUnproven as exc:
+        run_logger.error("%s", exc)
+        raise
+
+
+def _fill_counts(summary: SyncSummary, run: SyncRun | None, documents: DocumentStore, *, failed: bool) -> None:
+    if run is not None and run.fetch_outcome is not None:
+        summary.messages_seen = run.fetch_outcome.messages_new
+        summary.attachments_fetched = run.fetch_outcome.attachments_new
+    if run is not None and run.extract_outcome is not None:
+        summary.attachments_extracted = run.extract_outcome.extracted
+        summary.attachments_skipped = run.extract_outcome.skipped
+        summary.failed = run.extract_outcome.failed
+    summary.attachments_pending = documents.pending_counts().get(summary.account, 0)
+    if failed:
+        summary.failed += 1
+
+
+def _describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, WardenError):
+        return str(exc)
+    # An unexpected error's text can carry data (SQL parameters, response bodies); the run's logs have the details.
+    return f"Unexpected {type(exc).__name__}; see the flow run's logs for the traceback."
 
 
 async def _publish_artifacts(summary: SyncSummary, proofs: list[RevocationProof]) -> None:
@@ -235,8 +265,7 @@ async def sync_and_summarize(account: str) -> tuple[bool, dict]:
         summary = await state.aresult()
         return True, summary.model_dump(mode="json")
 
-    store = _document_store(get_settings().resolved_store_url())
-    record = store.run_by_flow_run_id(str(state.state_details.flow_run_id))
+    record = default_document_store().run_by_flow_run_id(str(state.state_details.flow_run_id))
     if record and record.get("summary"):
         return False, record["summary"]
     return False, {"account": account, "error": state.message, "failed": 1}

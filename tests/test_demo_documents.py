@@ -43,9 +43,7 @@ def test_demo_documents_cover_eight_kinds() -> None:
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda document: document.filename)
-def test_demo_document_expected_words(
-    document: DemoDocument, extracted: dict[str, ExtractionResult]
-) -> None:
+def test_demo_document_expected_words(document: DemoDocument, extracted: dict[str, ExtractionResult]) -> None:
     result = extracted[document.filename]
 
     assert result.status == "ok", result.error
@@ -84,9 +82,7 @@ def test_demo_zip_contains_docx(extracted: dict[str, ExtractionResult]) -> None:
 def test_demo_eml_carries_pdf(extracted: dict[str, ExtractionResult]) -> None:
     result = extracted["forwarded-invoice.eml"]
 
-    assert [(m.path, m.mime_type) for m in result.members] == [
-        ("invoice-table.pdf", "application/pdf")
-    ]
+    assert [(m.path, m.mime_type) for m in result.members] == [("invoice-table.pdf", "application/pdf")]
 
 
 def test_demo_documents_deterministic() -> None:

@@ -150,8 +150,7 @@ def test_pdf_empty_user_password_opens() -> None:
         ),
         (
             "pdf/encrypted/tika/testUnicodePassword.pdf",
-            '  ! < > " \\ \u20ac \u0153 \u00a4 1\u20444 1\u20442 '
-            "\U0002070e \U00029d98 \U0001f600  ",
+            '  ! < > " \\ \u20ac \u0153 \u00a4 1\u20444 1\u20442 \U0002070e \U00029d98 \U0001f600  ',
             "Just some text.",
         ),
     ],
@@ -271,9 +270,7 @@ def test_xlsx_stanley_cups_rows() -> None:
 
     assert result.mime_type == XLSX_TYPE
     assert "[sheet Stanley Cups]" in result.text
-    assert "Team Location Stanley Cups Blues STL 1 Flyers PHI 2 Maple Leafs TOR 13" in squeeze(
-        result.text
-    )
+    assert "Team Location Stanley Cups Blues STL 1 Flyers PHI 2 Maple Leafs TOR 13" in squeeze(result.text)
 
 
 def test_xlsx_error_cells_column_a() -> None:

@@ -222,9 +222,7 @@ def test_worker_timeout_kills_group(no_leftover_files: None) -> None:
     )
 
     assert result.status == "failed"
-    assert "Extraction of 'note.txt' timed out after 0.05 s (timeout_seconds)" in (
-        result.error or ""
-    )
+    assert "Extraction of 'note.txt' timed out after 0.05 s (timeout_seconds)" in (result.error or "")
     assert result.elapsed_seconds < 5
 
 
@@ -267,9 +265,7 @@ def live_tesseract_pids() -> set[int]:
 def test_timeout_kills_tesseract_child(monkeypatch: pytest.MonkeyPatch) -> None:
     """With the worker's own deadline pushed past the hard limit, the group kill must end OCR."""
     before = live_tesseract_pids()
-    monkeypatch.setattr(
-        "warden.extraction.sandbox.worker_deadline_margin_seconds", lambda timeout_seconds: -60.0
-    )
+    monkeypatch.setattr("warden.extraction.sandbox.worker_deadline_margin_seconds", lambda timeout_seconds: -60.0)
 
     result = sandboxed("images/ocr/tesseract-test/8071_093.3B.tif", timeout_seconds=1.5)
     time.sleep(0.2)

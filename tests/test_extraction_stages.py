@@ -24,9 +24,7 @@ from warden.extraction.sniff import DocumentKind, sniff
 
 
 def extract(data: bytes, filename: str, **settings: object):
-    return extract_bytes(
-        data, filename=filename, declared_type=None, settings=ExtractionSettings(**settings)
-    )
+    return extract_bytes(data, filename=filename, declared_type=None, settings=ExtractionSettings(**settings))
 
 
 def zip_of(entries: dict[str, bytes]) -> bytes:
@@ -54,9 +52,7 @@ def zip_of(entries: dict[str, bytes]) -> bytes:
         ("a\x00b", None, "NUL byte"),
     ],
 )
-def test_member_path_check(
-    name: str, expected_path: str | None, rejected_because: str | None
-) -> None:
+def test_member_path_check(name: str, expected_path: str | None, rejected_because: str | None) -> None:
     path, reason = check_member_path(name)
 
     if rejected_because is None:
@@ -192,9 +188,7 @@ def xlsx_claiming_full_sheet() -> bytes:
             data = source.read(info)
             if info.filename == "xl/worksheets/sheet1.xml":
                 assert b'<dimension ref="A1:B4"/>' in data
-                data = data.replace(
-                    b'<dimension ref="A1:B4"/>', b'<dimension ref="A1:XFD1048576"/>'
-                )
+                data = data.replace(b'<dimension ref="A1:B4"/>', b'<dimension ref="A1:XFD1048576"/>')
             target.writestr(info.filename, data)
     return patched.getvalue()
 
@@ -234,9 +228,7 @@ def test_sniff_plain_text_with_colon() -> None:
 
 
 def test_sniff_ignores_misleading_declared_type() -> None:
-    sniffed = sniff(
-        b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", filename="photo.jpg", declared_type="image/jpeg"
-    )
+    sniffed = sniff(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", filename="photo.jpg", declared_type="image/jpeg")
 
     assert sniffed.kind is DocumentKind.PDF
 
@@ -250,9 +242,7 @@ def test_passwords_absent_from_result_and_logs(caplog: pytest.LogCaptureFixture)
     settings = ExtractionSettings(passwords=[SecretStr(password)])
 
     with caplog.at_level(logging.DEBUG, logger="warden"):
-        result = extract_in_sandbox(
-            archive, filename="a.zip", declared_type=None, settings=settings
-        )
+        result = extract_in_sandbox(archive, filename="a.zip", declared_type=None, settings=settings)
 
     assert result.status == "ok"
     assert password not in result.model_dump_json()

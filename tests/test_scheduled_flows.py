@@ -138,10 +138,9 @@ async def accounts(flows_env, openbao_server, mail_server):
 
 
 def documents():
-    from flows.sync import _document_store
-    from warden.settings import get_settings
+    from warden.store import default_document_store
 
-    return _document_store(get_settings().resolved_store_url())
+    return default_document_store()
 
 
 async def artifact_data(flow_run_id, key: str):

@@ -72,16 +72,12 @@ def roundcube_login(client: httpx.Client, user: str, password: str) -> httpx.Res
 
 
 def test_openbao_kv_v2_write_read(openbao_server: OpenBaoDevServer) -> None:
-    client = hvac.Client(
-        url=openbao_server.address, token=openbao_server.root_token.get_secret_value()
-    )
+    client = hvac.Client(url=openbao_server.address, token=openbao_server.root_token.get_secret_value())
 
     client.secrets.kv.v2.create_or_update_secret(
         path="connectors/alice", secret={"user": "alice", "note": "stack test"}
     )
-    read = client.secrets.kv.v2.read_secret_version(
-        path="connectors/alice", raise_on_deleted_version=True
-    )
+    read = client.secrets.kv.v2.read_secret_version(path="connectors/alice", raise_on_deleted_version=True)
 
     assert read["data"]["data"] == {"user": "alice", "note": "stack test"}
 
@@ -353,9 +349,7 @@ def test_startup_error_quotes_log(scratch_dir: Path) -> None:
 # python -m stack
 
 
-def run_stack_command(
-    *args: str, env: dict[str, str], stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
+def run_stack_command(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "stack", *args],
         cwd=REPOSITORY_ROOT,
@@ -419,10 +413,7 @@ def test_cli_up_twice_reuses_then_down(scratch_dir: Path) -> None:
     assert first.stdout.count("started") == 3
     assert second.stdout.count("reused") == 3
     assert recorded_pids(second_state) == first_pids
-    assert (
-        second_state["components"]["openbao"]["port"]
-        == first_state["components"]["openbao"]["port"]
-    )
+    assert second_state["components"]["openbao"]["port"] == first_state["components"]["openbao"]["port"]
     assert status.returncode == 0
     assert demo_login.status_code == 302
 

@@ -114,10 +114,9 @@ async def second_sync(first_sync):
 
 
 def stored_attachments():
-    from flows.sync import _document_store
-    from warden.settings import get_settings
+    from warden.store import default_document_store
 
-    return _document_store(get_settings().resolved_store_url()).attachments_for(ACCOUNT)
+    return default_document_store().attachments_for(ACCOUNT)
 
 
 @pytest.mark.asyncio(loop_scope="session")
@@ -188,10 +187,9 @@ async def test_second_sync_replays_session(second_sync):
 
 @pytest.mark.asyncio(loop_scope="session")
 async def test_rerun_stores_no_duplicates(second_sync, registered):
-    from flows.sync import _document_store
-    from warden.settings import get_settings
+    from warden.store import default_document_store
 
-    store = _document_store(get_settings().resolved_store_url())
+    store = default_document_store()
     assert store.message_count(ACCOUNT) == len(registered["messages"])
     assert store.pending_counts().get(ACCOUNT, 0) == 0
 
@@ -298,9 +296,8 @@ async def test_forecast_expired_refreshes_first(registered, mail_server, openbao
     from sqlalchemy import update
 
     from flows.registration import register_account
-    from flows.sync import _document_store, connector_sync
-    from warden.settings import get_settings
-    from warden.store import schema
+    from flows.sync import connector_sync
+    from warden.store import default_document_store, schema
 
     await register_account(
         "e2e-sliding",
@@ -313,7 +310,7 @@ async def test_forecast_expired_refreshes_first(registered, mail_server, openbao
     first = await connector_sync("e2e-sliding")
     assert first.refreshed is True
 
-    store = _document_store(get_settings().resolved_store_url())
+    store = default_document_store()
     six_minutes_ago = datetime.now(UTC) - timedelta(minutes=6)
     with store._engine.begin() as connection:
         connection.execute(
@@ -332,10 +329,10 @@ async def test_forecast_expired_refreshes_first(registered, mail_server, openbao
 
 @pytest.mark.asyncio(loop_scope="session")
 async def test_transit_key_rotation_keeps_sessions(second_sync, registered):
-    from flows.sync import _document_store, connector_sync
-    from warden.settings import get_settings
+    from flows.sync import connector_sync
+    from warden.store import default_document_store
 
-    store = _document_store(get_settings().resolved_store_url())
+    store = default_document_store()
     before = store.latest_session(ACCOUNT).ciphertext
     registered["admin"].secrets.transit.rotate_key(name=f"session-{ACCOUNT}")
 
@@ -350,14 +347,14 @@ async def test_transit_key_rotation_keeps_sessions(second_sync, registered):
 @pytest.mark.asyncio(loop_scope="session")
 async def test_imported_session_probed_then_stored(second_sync, registered, mail_server, tmp_path):
     from flows.registration import register_account
-    from flows.sync import _document_store, load_account
+    from flows.sync import load_account
     from warden import steps
     from warden.credentials.policies import Action
     from warden.credentials.vault import VaultClient
     from warden.errors import SessionRejected
     from warden.run import SyncRun
     from warden.sessions.importing import load_session_file
-    from warden.settings import get_settings
+    from warden.store import default_document_store
 
     await register_account(
         "e2e-import",
@@ -367,7 +364,7 @@ async def test_imported_session_probed_then_stored(second_sync, registered, mail
         password=None,
     )
     config, vault_block = await load_account(ACCOUNT)
-    store = _document_store(get_settings().resolved_store_url())
+    store = default_document_store()
 
     # Export the working session of the e2e account as a bare cookie array, the way a browser extension would.
     source_run = SyncRun(config, vault=VaultClient(vault_block.settings()), documents=store)
@@ -396,3 +393,78 @@ async def test_imported_session_probed_then_stored(second_sync, registered, mail
         await steps.import_state(run, steps.issue_token(run, Action.PROBE), rejected)
     assert "Nothing was stored" in str(caught.value)
     steps.wipe(run)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_imap_down_fails_then_recovers(registered, stack_run_dir):
+    """A Roundcube that cannot reach IMAP fails the sync; once IMAP is back the next sync logs in again."""
+    import signal
+    import time
+
+    from flows.registration import register_account
+    from flows.sync import connector_sync
+    from stack.mail import MailServer
+    from warden.errors import SessionRejected, SiteUnreachable
+    from warden.store import default_document_store
+
+    server = MailServer(stack_run_dir / "mail-imap-down")
+    server.start()
+    try:
+        server.add_user(MAIL_USER, MAIL_PASSWORD)
+        seed_mailbox(server.imap_host, server.imap_port, MAIL_USER, SecretStr(MAIL_PASSWORD), registered["messages"][:2])
+        await register_account(
+            "e2e-imap-down",
+            admin=registered["admin"],
+            base_url=server.roundcube_url,
+            username=MAIL_USER,
+            password=SecretStr(MAIL_PASSWORD),
+        )
+        assert (await connector_sync("e2e-imap-down")).messages_seen == 2
+
+        dovecot_pid = int((server.dovecot_base_dir / "master.pid").read_text())
+        os.kill(dovecot_pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while psutil.pid_exists(dovecot_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        state = await connector_sync("e2e-imap-down", return_state=True)
+        assert state.is_failed()
+        with pytest.raises(SessionRejected) as caught:
+            await state.aresult()
+        assert "Connection to storage server failed" in str(caught.value)
+        assert default_document_store().latest_session("e2e-imap-down").rejected_at is not None
+
+        # Still down: the refreshed login must say the mail server is unreachable, not that the password is wrong.
+        state = await connector_sync("e2e-imap-down", return_state=True)
+        with pytest.raises(SiteUnreachable) as caught:
+            await state.aresult()
+        assert "could not reach its mail server" in str(caught.value)
+
+        server.stop()
+        server.start()
+        recovered = await connector_sync("e2e-imap-down")
+        assert recovered.probe in ("expired", "missing")
+        assert recovered.refreshed is True
+        assert recovered.messages_seen == 0
+    finally:
+        server.stop()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_concurrent_syncs_do_not_overlap(second_sync, registered, mail_server):
+    import asyncio
+
+    from flows.sync import connector_sync
+    from warden.store import default_document_store
+
+    extra = build_demo_messages(to_address=f"{MAIL_USER}@warden.test", from_address="other@warden.test")
+    for index, message in enumerate(extra[:3]):
+        del message["Message-ID"]
+        message["Message-ID"] = f"<concurrent-{index}-{uuid.uuid4().hex}@warden.test>"
+    seed_mailbox(mail_server.imap_host, mail_server.imap_port, MAIL_USER, SecretStr(MAIL_PASSWORD), extra[:3])
+
+    first, second = await asyncio.gather(connector_sync(ACCOUNT), connector_sync(ACCOUNT))
+    assert first.messages_seen + second.messages_seen == 3
+    assert first.error is None
+    assert second.error is None
+    assert default_document_store().message_count(ACCOUNT) == len(registered["messages"]) + 3

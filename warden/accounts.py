@@ -49,6 +49,10 @@ class AccountConfig(BaseModel):
     http: HttpSettings = Field(default_factory=HttpSettings)
     browser: BrowserBudget = Field(default_factory=BrowserBudget)
     ocr_enabled: bool = True
+    extraction_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extraction limits by field name of ExtractionSettings, e.g. max_depth or timeout_seconds.",
+    )
 
     @property
     def paths(self) -> AccountPaths:

@@ -17,6 +17,7 @@ does with it: Prefect retries a task only for :class:`TransientError`.
     │   └── InvalidSessionFile      a session file to import has a bad shape
     ├── UpstreamError           the remote side refused, retrying will not help
     │   ├── LoginFailed             wrong user name or password
+    │   ├── LoginLocked             the site locked logins after failed attempts
     │   ├── LoginRequired           nothing automatic can log in; a person must
     │   ├── SessionRejected         a page that needed the session got a login wall
     │   ├── UnexpectedResponse      the server returned something the connector cannot read
@@ -44,6 +45,7 @@ __all__ = [
     "ErrorKind",
     "InvalidSessionFile",
     "LoginFailed",
+    "LoginLocked",
     "LoginRequired",
     "RateLimited",
     "RevocationUnproven",
@@ -138,6 +140,10 @@ class InvalidSessionFile(ConfigError):
 
 class LoginFailed(UpstreamError):
     """The site rejected the stored user name or password."""
+
+
+class LoginLocked(UpstreamError):
+    """The site refuses logins for a while after too many failed attempts."""
 
 
 class LoginRequired(UpstreamError):

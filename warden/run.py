@@ -58,7 +58,9 @@ class SyncSummary(BaseModel):
     messages_seen: int = Field(default=0, description="New messages fetched and stored by this run.")
     attachments_fetched: int = 0
     attachments_extracted: int = 0
-    failed: int = Field(default=0, description="Attachments whose extraction failed, plus a failed step if any.")
+    attachments_skipped: int = Field(default=0, description="Attachments found encrypted or of an unsupported type.")
+    attachments_pending: int = Field(default=0, description="Attachments of this account still waiting for extraction.")
+    failed: int = Field(default=0, description="Attachments whose extraction failed, plus 1 when the sync failed.")
     run_url: str | None = None
     tokens_issued: int = 0
     tokens_revoked: int = 0
@@ -81,6 +83,7 @@ class ExtractOutcome:
     """Counts of extraction outcomes for an account's pending attachments."""
 
     extracted: int = 0
+    skipped: int = 0
     failed: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
 
@@ -109,6 +112,7 @@ class SyncRun:
         self.connector = build_connector(account)
         self.probe_result: ProbeResult | None = None
         self.fetch_outcome: FetchOutcome | None = None
+        self.extract_outcome: ExtractOutcome | None = None
         self.proofs: list[RevocationProof] = []
 
     def emit(self, name: EventName, **payload: object) -> None:

@@ -20,13 +20,13 @@ err_console = Console(stderr=True)
 
 
 async def _import_session(account: str, path: Path) -> str:
-    from flows.sync import _document_store, load_account
+    from flows.sync import load_account
     from warden import steps
     from warden.credentials.policies import Action
     from warden.credentials.vault import VaultClient
     from warden.run import SyncRun
     from warden.sessions.importing import load_session_file
-    from warden.settings import get_settings
+    from warden.store import default_document_store
 
     state, report = load_session_file(path)
     for line in report.lines():
@@ -36,7 +36,7 @@ async def _import_session(account: str, path: Path) -> str:
     run = SyncRun(
         config,
         vault=VaultClient(vault_block.settings()),
-        documents=_document_store(get_settings().resolved_store_url()),
+        documents=default_document_store(),
     )
     try:
         result = await steps.import_state(run, steps.issue_token(run, Action.PROBE), state)
@@ -65,10 +65,9 @@ def list_sessions(
     account: Annotated[str, typer.Argument(help="Account whose stored session versions to list.")],
 ) -> None:
     """List the stored versions of an account's session: when, from what, and the forecast expiry."""
-    from flows.sync import _document_store
-    from warden.settings import get_settings
+    from warden.store import default_document_store
 
-    versions = _document_store(get_settings().resolved_store_url()).session_versions(account)
+    versions = default_document_store().session_versions(account)
 
     if not versions:
         err_console.print(f"No stored session for account '{account}'.")

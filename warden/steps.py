@@ -13,6 +13,9 @@ import logging
 import os
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
+
+from warden.accounts import AccountConfig
 from warden.connectors.base import LoginCredentials, ProbeResult, ProbeState
 from warden.connectors.mime import message_record_from_raw
 from warden.credentials.policies import Action
@@ -21,6 +24,7 @@ from warden.errors import (
     BrowserCrashed,
     ConfigError,
     LoginFailed,
+    LoginLocked,
     LoginRequired,
     RevocationUnproven,
     SessionRejected,
@@ -41,6 +45,7 @@ __all__ = [
     "FetchOutcome",
     "check_probe",
     "extract",
+    "extraction_settings",
     "fetch",
     "import_state",
     "issue_token",
@@ -223,7 +228,7 @@ async def refresh(run: SyncRun, wrapped: WrappedToken, *, source: str = "browser
                 account=run.account.name,
                 budget=run.account.browser,
             )
-        except (LoginFailed, LoginRequired) as exc:
+        except (LoginFailed, LoginLocked, LoginRequired) as exc:
             run.emit(EventName.LOGIN_REQUIRED, reason=type(exc).__name__)
             raise
         except BrowserCrashed as exc:
@@ -313,11 +318,29 @@ def _save_rotated_after_fetch(
 # -- extract --------------------------------------------------------------------
 
 
+def extraction_settings(account: AccountConfig) -> ExtractionSettings:
+    """Build the account's extraction settings from its ``extraction_options``; raise ConfigError naming a bad one."""
+    options = {**account.extraction_options, "ocr_enabled": account.ocr_enabled}
+    if "passwords" in options:
+        raise ConfigError(
+            f"Account '{account.name}' sets 'passwords' in extraction_options. Passwords are secrets and must "
+            "not be kept in a Block."
+        )
+    try:
+        return ExtractionSettings.model_validate(options)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors())
+        raise ConfigError(
+            f"Account '{account.name}' has invalid extraction_options ({problems}). "
+            f"Valid options: {', '.join(sorted(ExtractionSettings.model_fields))}."
+        ) from exc
+
+
 async def extract(run: SyncRun, settings: ExtractionSettings | None = None) -> ExtractOutcome:
     """Extract every pending attachment of the account, each in its own sandboxed process."""
-    settings = settings or ExtractionSettings(ocr_enabled=run.account.ocr_enabled)
+    settings = settings or extraction_settings(run.account)
     pending = run.documents.pending_attachments(run.account.name)
-    outcome = ExtractOutcome()
+    outcome = run.extract_outcome = ExtractOutcome()
     parallel = asyncio.Semaphore(max(1, min(2, os.cpu_count() or 1)))
 
     async def extract_one(item) -> None:
@@ -342,6 +365,8 @@ async def extract(run: SyncRun, settings: ExtractionSettings | None = None) -> E
         outcome.by_status[result.status] = outcome.by_status.get(result.status, 0) + 1
         if result.status in ("ok", "partial"):
             outcome.extracted += 1
+        if result.status in ("encrypted", "unsupported"):
+            outcome.skipped += 1
         if result.status == "failed":
             outcome.failed += 1
             run.emit(

@@ -36,7 +36,15 @@ import httpx
 
 from warden.connectors.base import ItemRef, LoginCredentials, ProbeResult, ProbeState
 from warden.connectors.http import HttpSettings, build_client, send_with_backoff
-from warden.errors import LoginFailed, LoginRequired, SessionRejected, SiteUnreachable, UnexpectedResponse, WardenError
+from warden.errors import (
+    LoginFailed,
+    LoginLocked,
+    LoginRequired,
+    SessionRejected,
+    SiteUnreachable,
+    UnexpectedResponse,
+    WardenError,
+)
 from warden.sessions.state import SessionState
 
 if TYPE_CHECKING:
@@ -51,6 +59,8 @@ _MESSAGE_ROW = re.compile(r"add_message_row\((\d+),")
 _ERROR_NOTICE = re.compile(r'display_message\("((?:[^"\\]|\\.)*)","error"')
 # Roundcube's English text for "storageerror", shown when its IMAP connection fails.
 _STORAGE_ERROR = "Connection to storage server failed"
+# Roundcube's English text for "accountlocked", shown while login_rate_limit blocks a user.
+_LOCKED_OUT = "Too many failed login attempts"
 _CHALLENGE_WORDS = ("captcha", "two-factor", "2fa", "verification code")
 
 
@@ -119,9 +129,16 @@ class RoundcubeConnector:
                     f"Roundcube at {self.base_url} could not reach its mail server while logging in account "
                     f"'{self.account}' ({notice!r}). Check the IMAP server behind Roundcube."
                 )
+            if _LOCKED_OUT in notice:
+                raise LoginLocked(
+                    f"Roundcube at {self.base_url} refuses logins of user '{credentials.username}' for account "
+                    f"'{self.account}' after too many failed attempts ({notice!r}). Wait a minute (Roundcube's "
+                    "login_rate_limit), fix the cause of the failures, then sync again."
+                )
+            shown = f" Roundcube showed {notice!r}." if notice else ""
             raise LoginFailed(
                 f"Roundcube at {self.base_url} rejected the login of user '{credentials.username}' for account "
-                f"'{self.account}'. Check the password stored in the vault for this account."
+                f"'{self.account}'.{shown} Check the password stored in the vault for this account."
             )
 
         request_token = await page.evaluate("() => rcmail.env.request_token")

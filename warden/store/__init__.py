@@ -1,5 +1,8 @@
 """Documents, attachments, cursors and sessions, in one database."""
 
+from functools import lru_cache
+
+from warden.settings import get_settings
 from warden.store.documents import (
     AttachmentRecord,
     DocumentStore,
@@ -8,4 +11,21 @@ from warden.store.documents import (
     StoredSession,
 )
 
-__all__ = ["AttachmentRecord", "DocumentStore", "MessageRecord", "PendingAttachment", "StoredSession"]
+__all__ = [
+    "AttachmentRecord",
+    "DocumentStore",
+    "MessageRecord",
+    "PendingAttachment",
+    "StoredSession",
+    "default_document_store",
+]
+
+
+@lru_cache(maxsize=4)
+def _store_for(url: str) -> DocumentStore:
+    return DocumentStore(url)
+
+
+def default_document_store(url: str | None = None) -> DocumentStore:
+    """Return this process's store for ``url``, or for WARDEN_STORE_URL / WARDEN_HOME when none is given."""
+    return _store_for(url or get_settings().resolved_store_url())
