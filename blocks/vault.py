@@ -50,7 +50,8 @@ class VaultConnection(Block):
         if not secret_id:
             raise ConfigError(
                 f"The environment variable {self.secret_id_env} is not set, so the flow cannot log in to the "
-                f"vault at {self.address}. Set it in the worker's environment (the dev stack writes it to .stack/env)."
+                f"vault at {self.address}. Set it in the worker's environment "
+                "(the dev stack writes it to .stack/runner.env)."
             )
         return VaultSettings(
             address=self.address,

@@ -25,7 +25,8 @@ from prefect.concurrency.asyncio import concurrency
 from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
 
-from warden.errors import AccountNotFound, BrowserCrashed, TransientError, is_transient
+from warden.accounts import check_account_name
+from warden.errors import BrowserCrashed, TransientError, is_transient
 from warden.events import WardenEvent
 
 __all__ = [
@@ -92,16 +93,6 @@ class PrefectLimits:
 
 # A second sync of an account waits this long for the first before it gives up.
 ACCOUNT_LOCK_TIMEOUT_SECONDS = 900
-ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-
-
-def check_account_name(account: str) -> None:
-    """Raise :class:`AccountNotFound` with the naming rule when ``account`` cannot be an account name."""
-    if not ACCOUNT_NAME.fullmatch(account):
-        raise AccountNotFound(
-            f"{account!r} is not a valid account name: use 1 to 63 lowercase letters, digits, '-' or '_', "
-            "starting with a letter or digit."
-        )
 
 
 @asynccontextmanager

@@ -10,13 +10,17 @@ import logging
 from urllib.parse import urlsplit
 
 import hvac
+import hvac.exceptions
+import requests
+from prefect.blocks.core import Block
 from pydantic import SecretStr
 
 from blocks.account import ConnectorAccount
 from blocks.vault import VaultConnection
 from flows.orchestration import BROWSER_LIMIT, DEFAULT_BROWSER_SLOTS, DEFAULT_SITE_SLOTS, ensure_limit, site_limit_name
-from warden.credentials.policies import AccountPaths
+from warden.accounts import check_account_name
 from warden.credentials.provision import RunnerCredentials, provision_account, provision_runner
+from warden.errors import ConfigError, VaultDenied, VaultUnavailable
 
 __all__ = ["register_account", "register_block_types", "set_up_vault"]
 
@@ -31,7 +35,18 @@ async def register_block_types() -> None:
 
 async def set_up_vault(admin: hvac.Client, *, block_name: str = "default") -> RunnerCredentials:
     """Provision the runner identity in the vault and save the vault Block; return the runner's credentials."""
-    credentials = provision_runner(admin)
+    try:
+        credentials = provision_runner(admin)
+    except hvac.exceptions.Forbidden as exc:
+        raise VaultDenied(
+            f"The vault at {admin.url} refused the set-up (HTTP 403): the token in VAULT_TOKEN may not enable "
+            "auth methods, write policies or roles. Use an administrator's token."
+        ) from exc
+    except (hvac.exceptions.VaultError, requests.RequestException) as exc:
+        raise VaultUnavailable(
+            f"Could not set up the vault at {admin.url}: {type(exc).__name__}. "
+            "Check VAULT_ADDR and that the vault is running and unsealed."
+        ) from exc
     await register_block_types()
     await VaultConnection(address=admin.url, role_id=credentials.role_id).asave(block_name, overwrite=True)
     await ensure_limit(BROWSER_LIMIT, DEFAULT_BROWSER_SLOTS)
@@ -47,9 +62,23 @@ async def register_account(
     username: str,
     password: SecretStr | None,
     vault_block: str = "default",
+    replace: bool = True,
     **block_fields: object,
 ) -> ConnectorAccount:
-    """Create the account's vault key, policies and login secret, and save its Block under ``name``."""
+    """Create the account's vault key, policies and login secret, and save its Block under ``name``.
+
+    With ``replace=False`` an existing account of that name is left alone and
+    :class:`ConfigError` is raised.
+    """
+    check_account_name(name)
+    if not replace and await _block_exists(ConnectorAccount, name):
+        raise ConfigError(f"Account '{name}' is already registered. Pass --replace to overwrite its settings.")
+    if not await _block_exists(VaultConnection, vault_block):
+        raise ConfigError(
+            f"The vault Block '{vault_block}' does not exist, so account '{name}' could not use it. "
+            "Create it with `warden setup`, or name an existing one with --vault-block."
+        )
+
     block = ConnectorAccount(
         base_url=base_url,
         username=username,
@@ -60,17 +89,29 @@ async def register_account(
     )
     config = block.to_config(name)
 
-    paths = AccountPaths(
-        account=name,
-        kv_mount=config.kv_mount,
-        login_secret_path=config.login_secret_path,
-        transit_mount=config.transit_mount,
-        session_key=config.session_key,
-    )
     login_secret = {"password": password} if password is not None else None
-    provision_account(admin, paths, login_secret)
+    try:
+        provision_account(admin, config.paths, login_secret)
+    except hvac.exceptions.Forbidden as exc:
+        raise VaultDenied(
+            f"The vault at {admin.url} refused to set up account '{name}' (HTTP 403): the token in VAULT_TOKEN "
+            "may not write policies, transit keys or the secret. Use an administrator's token."
+        ) from exc
+    except (hvac.exceptions.VaultError, requests.RequestException) as exc:
+        raise VaultUnavailable(
+            f"Could not set up account '{name}' in the vault at {admin.url}: {type(exc).__name__}. "
+            "Check VAULT_ADDR and that the vault is running and unsealed."
+        ) from exc
 
     await block.asave(name, overwrite=True)
     await ensure_limit(site_limit_name(urlsplit(base_url).netloc), DEFAULT_SITE_SLOTS)
     logger.info("setup.account_registered account=%s connector=%s", name, block.connector)
     return block
+
+
+async def _block_exists(block_type: type[Block], name: str) -> bool:
+    try:
+        await block_type.aload(name)
+    except ValueError:
+        return False
+    return True

@@ -9,15 +9,20 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
 from blocks.account import ConnectorAccount
-from warden.store import default_document_store
+from warden.store import StoredSession, default_document_store
 
 __all__ = ["collect_status"]
 
 
-def _session_label(expires_at: datetime | None, now: datetime) -> str:
-    if expires_at is None:
+def _session_label(session: StoredSession | None, now: datetime) -> str:
+    """Return a short label: none, refused, expired or valid (by forecast), or saved (no forecast)."""
+    if session is None:
+        return "none"
+    if session.rejected_at is not None:
+        return "refused"
+    if session.expires_at is None:
         return "saved"
-    return "expired (forecast)" if expires_at <= now else "valid (forecast)"
+    return "expired" if session.expires_at <= now else "valid"
 
 
 async def collect_status() -> list[dict[str, Any]]:
@@ -43,7 +48,7 @@ async def collect_status() -> list[dict[str, Any]]:
             {
                 "account": name,
                 "connector": document.data.get("connector", "?"),
-                "session": "none" if session is None else _session_label(session.expires_at, now),
+                "session": _session_label(session, now),
                 "expires_at": session.expires_at.isoformat(timespec="seconds")
                 if session and session.expires_at
                 else None,

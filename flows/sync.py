@@ -17,6 +17,7 @@ task failed, and the flow's final state still shows that failure.
 from __future__ import annotations
 
 import logging
+import os
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
@@ -41,7 +42,7 @@ from warden.credentials.policies import Action
 from warden.credentials.redaction import install_redaction
 from warden.credentials.tokens import RevocationProof, WrappedToken
 from warden.credentials.vault import VaultClient
-from warden.errors import AccountNotFound, RevocationUnproven, WardenError
+from warden.errors import AccountNotFound, LoginFailed, LoginRequired, RevocationUnproven, WardenError
 from warden.run import ExtractOutcome, FetchOutcome, SyncRun, SyncSummary
 from warden.store import DocumentStore, default_document_store
 
@@ -64,9 +65,17 @@ async def load_account(account: str) -> tuple[AccountConfig, VaultConnection]:
     try:
         block = await ConnectorAccount.aload(account)
     except ValueError as exc:
+        hint = (
+            ""
+            if os.environ.get("PREFECT_API_URL")
+            else (
+                " PREFECT_API_URL is not set, so this ran against a temporary Prefect server with no Blocks: "
+                "load the stack's environment (`. .stack/env`) or set PREFECT_API_URL."
+            )
+        )
         raise AccountNotFound(
             f"No account named '{account}' is registered (no Warden Connector Account Block of that name). "
-            "Register it with `warden account add` or run `make demo` for the demo account."
+            f"Register it with `warden account add` or run `make demo` for the demo account.{hint}"
         ) from exc
 
     try:
@@ -167,6 +176,8 @@ async def connector_sync(account: str) -> SyncSummary:
         summary.error = _describe_failure(exc)
         if isinstance(exc, WardenError) and not isinstance(exc, RevocationUnproven):
             run_logger.error("sync.failed account=%s kind=%s error=%s", account, exc.kind.value, exc)
+        if isinstance(exc, LoginFailed | LoginRequired):
+            summary.error += await _hand_over_to_guided_login(account, summary.error, run_logger)
     finally:
         _fill_counts(summary, run, documents, failed=failure is not None)
         summary.tokens_revoked = sum(1 for proof in proofs if proof.proven)
@@ -225,6 +236,26 @@ def _fill_counts(summary: SyncSummary, run: SyncRun | None, documents: DocumentS
     summary.attachments_pending = documents.pending_counts().get(summary.account, 0)
     if failed:
         summary.failed += 1
+
+
+async def _hand_over_to_guided_login(
+    account: str, reason: str, run_logger: logging.Logger | logging.LoggerAdapter
+) -> str:
+    """Start the guided login for a login only a person can fix; return a sentence to append to the error."""
+    # Imported here because flows.login imports this module.
+    from flows.login import start_guided_login
+
+    try:
+        guided_run_id = await start_guided_login(account, reason=reason)
+    except Exception as exc:  # noqa: BLE001 - the sync's own failure is the one raised
+        run_logger.warning("login.guided_start_failed account=%s error=%s", account, type(exc).__name__)
+        return ""
+    if guided_run_id is None:
+        return (
+            " Deploy the guided-login flow to be asked for input in the Prefect UI, "
+            f"or run `warden login {account}` on a machine with a display."
+        )
+    return f" A guided login waits for input in the Prefect UI: {url_for('flow-run', obj_id=guided_run_id)}"
 
 
 def _describe_failure(exc: BaseException) -> str:

@@ -293,8 +293,7 @@ def command_up(args: argparse.Namespace) -> int:
     """Start or reuse every component, add the mail user, write ``stack.json`` and ``env``."""
     if os.geteuid() != 0:
         raise StackError(
-            "`python -m stack up` must run as root, because Dovecot, php-fpm and nginx "
-            "switch users; run it with sudo"
+            "`python -m stack up` must run as root, because Dovecot, php-fpm and nginx switch users; run it with sudo"
         )
     directory = StackDirectory(args.dir)
     password = _mail_password(args)
@@ -392,9 +391,7 @@ def command_status(args: argparse.Namespace) -> int:
         )
     if "mail" in components:
         mail_server = _mail(directory, components["mail"])
-        reports.append(
-            _mail_report(mail_server, "running" if mail_server.is_running() else "stopped")
-        )
+        reports.append(_mail_report(mail_server, "running" if mail_server.is_running() else "stopped"))
     prefect_state = components.get("prefect", {})
     if prefect_state.get("external"):
         reports.append(ComponentReport("Prefect", "external", prefect_state["api_url"], [], None))
@@ -435,9 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    up = commands.add_parser(
-        "up", parents=[common], help="start or reuse every component and write DIR/env"
-    )
+    up = commands.add_parser("up", parents=[common], help="start or reuse every component and write DIR/env")
     up.add_argument("--mail-user", help="mailbox user to add or update in the mail server")
     password = up.add_mutually_exclusive_group()
     password.add_argument(
@@ -454,9 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     down = commands.add_parser("down", parents=[common], help="stop every process of the stack")
     down.set_defaults(handler=command_down)
-    status = commands.add_parser(
-        "status", parents=[common], help="show which components run; exit 1 if one does not"
-    )
+    status = commands.add_parser("status", parents=[common], help="show which components run; exit 1 if one does not")
     status.set_defaults(handler=command_status)
     return parser
 

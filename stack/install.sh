@@ -35,6 +35,7 @@ packages=(
   7zip
   libarchive-tools
   libmagic1
+  xvfb
 )
 
 log() {

@@ -161,9 +161,7 @@ class MailServer:
         session_lifetime_minutes: int = 10,
     ) -> None:
         if session_lifetime_minutes < 1:
-            raise ValueError(
-                f"session_lifetime_minutes must be at least 1, got {session_lifetime_minutes}"
-            )
+            raise ValueError(f"session_lifetime_minutes must be at least 1, got {session_lifetime_minutes}")
         self.run_dir = Path(run_dir).absolute()
         self.imap_port = imap_port if imap_port is not None else free_port()
         self.http_port = http_port if http_port is not None else free_port()
@@ -302,14 +300,10 @@ class MailServer:
                 the daemons' users, or a daemon did not start.
         """
         if os.geteuid() != 0:
-            raise StartupError(
-                "mail server", "Dovecot, php-fpm and nginx must be started as root; use sudo"
-            )
+            raise StartupError("mail server", "Dovecot, php-fpm and nginx must be started as root; use sudo")
         running = self.pids
         if running:
-            raise StartupError(
-                "mail server", f"it is already running from {self.run_dir} with pids {running}"
-            )
+            raise StartupError("mail server", f"it is already running from {self.run_dir} with pids {running}")
         for port in (self.imap_port, self.http_port):
             if not is_port_free(port):
                 raise StartupError("mail server", f"port {port} on {LOOPBACK} is already in use")
@@ -405,8 +399,7 @@ class MailServer:
         """
         if not USER_NAME_PATTERN.fullmatch(name):
             raise ValueError(
-                f"invalid mail user name {name!r}: use 1 to 64 of A-Za-z0-9._+@-, "
-                "starting with a letter or digit"
+                f"invalid mail user name {name!r}: use 1 to 64 of A-Za-z0-9._+@-, starting with a letter or digit"
             )
         if "\n" in password or "\r" in password:
             raise ValueError(f"the password of mail user {name!r} must not contain line breaks")
@@ -464,9 +457,7 @@ class MailServer:
         flag_list = " ".join(flags)
         with imaplib.IMAP4(LOOPBACK, self.imap_port, timeout=10) as client:
             client.login(user, password)
-            status, data = client.append(
-                mailbox, f"({flag_list})" if flag_list else None, None, raw
-            )
+            status, data = client.append(mailbox, f"({flag_list})" if flag_list else None, None, raw)
             client.logout()
         if status != "OK":
             raise imaplib.IMAP4.error(f"APPEND to {mailbox!r} for {user!r} returned {status}")
@@ -638,6 +629,4 @@ class MailServer:
             return find_process(pid_path, name) is not None and check()
 
         if not wait_until(ready, READY_TIMEOUT_SECONDS):
-            raise StartupError(
-                component, f"not ready after {READY_TIMEOUT_SECONDS:g} seconds", log_path
-            )
+            raise StartupError(component, f"not ready after {READY_TIMEOUT_SECONDS:g} seconds", log_path)

@@ -106,9 +106,7 @@ class OpenBaoDevServer:
             try:
                 token = self.root_token_path.read_text(encoding="utf-8").strip()
             except FileNotFoundError as exc:
-                raise StackError(
-                    f"{COMPONENT}: no root token at {self.root_token_path}; call start() first"
-                ) from exc
+                raise StackError(f"{COMPONENT}: no root token at {self.root_token_path}; call start() first") from exc
             self._root_token = SecretStr(token)
         return self._root_token
 
@@ -150,9 +148,7 @@ class OpenBaoDevServer:
         """
         running_pid = self.pid
         if running_pid is not None:
-            raise StartupError(
-                COMPONENT, f"it is already running from {self.run_dir} with pid {running_pid}"
-            )
+            raise StartupError(COMPONENT, f"it is already running from {self.run_dir} with pid {running_pid}")
         for port in (self.port, self.port + 1):
             if not is_port_free(port):
                 raise StartupError(COMPONENT, f"port {port} on {LOOPBACK} is already in use")
@@ -186,9 +182,7 @@ class OpenBaoDevServer:
         """Stop the server by its pid, wait until it exited and delete its root token file."""
         pid = self.pid
         if pid is not None:
-            stop_process_tree(
-                COMPONENT, pid, timeout_seconds=timeout_seconds, log_path=self.log_path
-            )
+            stop_process_tree(COMPONENT, pid, timeout_seconds=timeout_seconds, log_path=self.log_path)
         self.pid_path.unlink(missing_ok=True)
         self.root_token_path.unlink(missing_ok=True)
         self._root_token = None

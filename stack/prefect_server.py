@@ -59,9 +59,7 @@ def default_cache_dir() -> Path:
 
 
 def _server_environment(prefect_home: Path, database_url: str | None) -> dict[str, str]:
-    env = {
-        name: value for name, value in os.environ.items() if name not in _INHERITED_SETTINGS_TO_DROP
-    }
+    env = {name: value for name, value in os.environ.items() if name not in _INHERITED_SETTINGS_TO_DROP}
     env["PREFECT_HOME"] = str(prefect_home)
     env["DO_NOT_TRACK"] = "1"
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -142,9 +140,7 @@ class PrefectServer:
         """
         running_pid = self.pid
         if running_pid is not None:
-            raise StartupError(
-                COMPONENT, f"it is already running from {self.run_dir} with pid {running_pid}"
-            )
+            raise StartupError(COMPONENT, f"it is already running from {self.run_dir} with pid {running_pid}")
         if not is_port_free(self.port):
             raise StartupError(COMPONENT, f"port {self.port} on {LOOPBACK} is already in use")
 
@@ -183,9 +179,7 @@ class PrefectServer:
         """
         pid = self.pid
         if pid is not None:
-            stop_process_tree(
-                COMPONENT, pid, timeout_seconds=timeout_seconds, log_path=self.log_path
-            )
+            stop_process_tree(COMPONENT, pid, timeout_seconds=timeout_seconds, log_path=self.log_path)
         self.pid_path.unlink(missing_ok=True)
 
     def __enter__(self) -> PrefectServer:

@@ -175,9 +175,7 @@ def wait_until(
         time.sleep(interval_seconds)
 
 
-def http_status(
-    url: str, *, headers: Mapping[str, str] | None = None, timeout_seconds: float = 2.0
-) -> int | None:
+def http_status(url: str, *, headers: Mapping[str, str] | None = None, timeout_seconds: float = 2.0) -> int | None:
     """Return the status of GET ``url``, sent without a proxy, or None if the connection failed."""
     request = urllib.request.Request(url, headers=dict(headers or {}))
     try:
@@ -307,9 +305,7 @@ def stop_process_tree(
             )
             stopped_by_command = True
         except StopError as exc:
-            logger.warning(
-                "%s: stop command failed, sending %s instead: %s", component, stop_signal.name, exc
-            )
+            logger.warning("%s: stop command failed, sending %s instead: %s", component, stop_signal.name, exc)
     if not stopped_by_command:
         _send_signal(pid, stop_signal)
 
@@ -397,11 +393,7 @@ class ForegroundProcess:
             stop_process_tree(self.component, popen.pid, stop_signal=signal.SIGKILL)
             raise
         if popen.poll() is not None:
-            raise StartupError(
-                self.component, f"the process exited with status {popen.returncode}", self.log_path
-            )
+            raise StartupError(self.component, f"the process exited with status {popen.returncode}", self.log_path)
         if not ready:
             stop_process_tree(self.component, popen.pid, stop_signal=signal.SIGKILL)
-            raise StartupError(
-                self.component, f"not ready after {timeout_seconds:g} seconds", self.log_path
-            )
+            raise StartupError(self.component, f"not ready after {timeout_seconds:g} seconds", self.log_path)

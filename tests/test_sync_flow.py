@@ -411,7 +411,9 @@ async def test_imap_down_fails_then_recovers(registered, stack_run_dir):
     server.start()
     try:
         server.add_user(MAIL_USER, MAIL_PASSWORD)
-        seed_mailbox(server.imap_host, server.imap_port, MAIL_USER, SecretStr(MAIL_PASSWORD), registered["messages"][:2])
+        seed_mailbox(
+            server.imap_host, server.imap_port, MAIL_USER, SecretStr(MAIL_PASSWORD), registered["messages"][:2]
+        )
         await register_account(
             "e2e-imap-down",
             admin=registered["admin"],

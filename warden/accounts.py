@@ -6,6 +6,7 @@ tests and other callers can build one directly.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,8 +14,18 @@ from pydantic import BaseModel, Field
 
 from warden.connectors.http import HttpSettings
 from warden.credentials.policies import AccountPaths
+from warden.errors import AccountNotFound
 
-__all__ = ["AccountConfig", "BrowserBudget"]
+__all__ = ["ACCOUNT_NAME", "ACCOUNT_NAME_RULE", "AccountConfig", "BrowserBudget", "check_account_name"]
+
+ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+ACCOUNT_NAME_RULE = "1 to 63 lowercase letters, digits, '-' or '_', starting with a letter or digit"
+
+
+def check_account_name(name: str) -> None:
+    """Raise :class:`AccountNotFound` with the naming rule when ``name`` cannot be an account name."""
+    if not ACCOUNT_NAME.fullmatch(name):
+        raise AccountNotFound(f"{name!r} is not a valid account name: use {ACCOUNT_NAME_RULE}.")
 
 
 class BrowserBudget(BaseModel):
@@ -28,7 +39,7 @@ class BrowserBudget(BaseModel):
 class AccountConfig(BaseModel):
     """Everything a sync needs to know about one account, except its secrets."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    name: str = Field(pattern=ACCOUNT_NAME.pattern, description=f"Account name: {ACCOUNT_NAME_RULE}.")
     connector: str = Field(default="roundcube", description="Connector kind, a name from the connector registry.")
     connector_options: dict[str, Any] = Field(
         default_factory=dict, description="Settings the connector kind defines, validated by the connector."

@@ -71,10 +71,15 @@ class ProbeResult(BaseModel):
 
 @dataclass(frozen=True)
 class LoginCredentials:
-    """A user name and password, held only for the duration of one login."""
+    """A user name and password, held only for the duration of one login.
+
+    ``one_time_code`` is a second-factor code a person entered (TOTP, SMS or e-mail code) for
+    connectors whose site requests one. Connectors of sites without a second factor ignore it.
+    """
 
     username: str
     password: SecretStr
+    one_time_code: SecretStr | None = None
 
 
 class ItemRef(BaseModel):
@@ -118,6 +123,10 @@ class Connector(Protocol):
 
     async def login(self, page: Page, credentials: LoginCredentials) -> dict[str, str]:
         """Log in on a fresh page; return extras to keep with the session."""
+        ...
+
+    async def read_page_extras(self, page: Page) -> dict[str, str]:
+        """Read values to keep with the session from a logged-in page (for example a CSRF token)."""
         ...
 
     def open(self, state: SessionState) -> AbstractAsyncContextManager[ItemSession]:

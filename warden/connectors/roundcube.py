@@ -36,6 +36,7 @@ import httpx
 
 from warden.connectors.base import ItemRef, LoginCredentials, ProbeResult, ProbeState
 from warden.connectors.http import HttpSettings, build_client, send_with_backoff
+from warden.credentials.redaction import register_secret
 from warden.errors import (
     LoginFailed,
     LoginLocked,
@@ -55,6 +56,7 @@ __all__ = ["RoundcubeConnector", "RoundcubeSession"]
 logger = logging.getLogger("warden.connectors.roundcube")
 
 REQUEST_TOKEN_EXTRA = "request_token"
+_REQUEST_TOKEN = re.compile(r'"request_token"\s*:\s*"([^"]+)"')
 _MESSAGE_ROW = re.compile(r"add_message_row\((\d+),")
 _ERROR_NOTICE = re.compile(r'display_message\("((?:[^"\\]|\\.)*)","error"')
 # Roundcube's English text for "storageerror", shown when its IMAP connection fails.
@@ -77,8 +79,7 @@ class RoundcubeConnector:
         self.http = http
 
     @asynccontextmanager
-    async def open(self, state: SessionState) -> AsyncIterator[RoundcubeSession]:
-        """Open an HTTP session that replays ``state``; the caller saves ``current_state()`` afterwards."""
+    async def _session(self, state: SessionState) -> AsyncIterator[RoundcubeSession]:
         headers = {}
         request_token = state.extras.get(REQUEST_TOKEN_EXTRA)
         if request_token:
@@ -90,9 +91,18 @@ class RoundcubeConnector:
         finally:
             await client.aclose()
 
+    @asynccontextmanager
+    async def open(self, state: SessionState) -> AsyncIterator[RoundcubeSession]:
+        """Open an HTTP session that replays ``state``; the caller saves ``current_state()`` afterwards."""
+        async with self._session(state) as session:
+            if not state.extras.get(REQUEST_TOKEN_EXTRA):
+                # A session logged in by hand or imported has no request token yet; any logged-in page has it.
+                await session.read_request_token()
+            yield session
+
     async def probe(self, state: SessionState) -> tuple[ProbeResult, SessionState]:
         """Replay the session against the keep-alive endpoint; return the result and the rotated state."""
-        async with self.open(state) as session:
+        async with self._session(state) as session:
             result = await session.probe()
             return result, session.current_state()
 
@@ -141,12 +151,17 @@ class RoundcubeConnector:
                 f"'{self.account}'.{shown} Check the password stored in the vault for this account."
             )
 
-        request_token = await page.evaluate("() => rcmail.env.request_token")
-        if not request_token:
+        extras = await self.read_page_extras(page)
+        if not extras:
             raise UnexpectedResponse(
                 f"Roundcube at {self.base_url} logged in account '{self.account}' but its page has no request token."
             )
-        return {REQUEST_TOKEN_EXTRA: request_token}
+        return extras
+
+    async def read_page_extras(self, page: Page) -> dict[str, str]:
+        """Read the session's request token from a logged-in Roundcube page (``rcmail.env.request_token``)."""
+        request_token = await page.evaluate("() => window.rcmail ? rcmail.env.request_token : null")
+        return {REQUEST_TOKEN_EXTRA: request_token} if request_token else {}
 
 
 class RoundcubeSession:
@@ -161,6 +176,21 @@ class RoundcubeSession:
     def current_state(self) -> SessionState:
         """Return the state with the cookies the server rotated so far."""
         return self._state.with_cookies_from(self._client.cookies)
+
+    async def read_request_token(self) -> None:
+        """Read the request token from the mail page (``?_task=mail``) and send it with every later request."""
+        what = f"read the request token of account '{self._connector.account}'"
+        response = await self._get({"_task": "mail"}, what=what)
+        match = _REQUEST_TOKEN.search(response.text) if response.status_code == 200 else None
+        if match is None:
+            raise SessionRejected(
+                f"Could not {what}: the mail page (HTTP {response.status_code}) has no request token, so the "
+                "session is not logged in. The next sync logs in again."
+            )
+        token = match.group(1)
+        register_secret(token)
+        self._client.headers["X-Roundcube-Request"] = token
+        self._state = self._state.model_copy(update={"extras": {**self._state.extras, REQUEST_TOKEN_EXTRA: token}})
 
     async def _get(self, params: dict[str, str], *, what: str) -> httpx.Response:
         self.requests_sent += 1

@@ -216,6 +216,10 @@ class WebAppConnector:
             "list or fetch items. Callers check supports_fetch first; use a connector with items to fetch."
         )
 
+    async def read_page_extras(self, page: Page) -> dict[str, str]:
+        """Return no extras: the session lives in cookies and web storage, which capture saves anyway."""
+        return {}
+
     # -- login ----------------------------------------------------------------
 
     async def login(self, page: Page, credentials: LoginCredentials) -> dict[str, str]:

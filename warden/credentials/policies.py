@@ -6,6 +6,9 @@ may only create child tokens through one token role whose
 ``allowed_policies_glob`` admits the per-account action policies below, and
 revoke and look up tokens by accessor for the wipe.
 
+The guided login adds one action, ``store-password``, whose token may write
+the account's login secret and nothing else: it cannot read the secret back.
+
 KV v2 policy paths include ``data/``: the secret at ``connectors/demo`` on the
 ``secret`` mount is ``secret/data/connectors/demo`` in a policy.
 """
@@ -34,11 +37,13 @@ TOKEN_ROLE = "warden-action"
 
 
 class Action(StrEnum):
-    """A step of a sync that needs a secret, and so gets its own token."""
+    """A step of a sync or login that needs a secret, and so gets its own token."""
 
     PROBE = "probe"
     REFRESH = "refresh"
     FETCH = "fetch"
+    # Replace the login secret with a password a person entered and the site accepted (guided login).
+    STORE_PASSWORD = "store-password"
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class ActionRule:
     decrypt_session: bool
     encrypt_session: bool
     num_uses: int
+    write_login_secret: bool = False
 
 
 # Each count is the requests the action makes plus a small margin for one
@@ -57,6 +63,9 @@ _RULES = {
     Action.PROBE: ActionRule(read_login_secret=False, decrypt_session=True, encrypt_session=True, num_uses=4),
     Action.REFRESH: ActionRule(read_login_secret=True, decrypt_session=False, encrypt_session=True, num_uses=4),
     Action.FETCH: ActionRule(read_login_secret=False, decrypt_session=True, encrypt_session=True, num_uses=6),
+    Action.STORE_PASSWORD: ActionRule(
+        read_login_secret=False, decrypt_session=False, encrypt_session=False, num_uses=2, write_login_secret=True
+    ),
 }
 
 
@@ -92,6 +101,9 @@ def render_action_policy(paths: AccountPaths, action: Action) -> str:
 
     if rule.read_login_secret:
         blocks.append(f'path "{paths.login_secret_policy_path}" {{ capabilities = ["read"] }}')
+    if rule.write_login_secret:
+        # KV v2 requires "create" for a path without a secret and "update" for a new version. No "read".
+        blocks.append(f'path "{paths.login_secret_policy_path}" {{ capabilities = ["create", "update"] }}')
     if rule.decrypt_session:
         blocks.append(f'path "{paths.transit_mount}/decrypt/{paths.session_key}" {{ capabilities = ["update"] }}')
     if rule.encrypt_session:

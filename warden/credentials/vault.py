@@ -237,6 +237,21 @@ class VaultClient:
             secrets[key] = SecretStr(str(value))
         return secrets
 
+    def write_login_secret(self, token: ScopedToken, paths: AccountPaths, secret: dict[str, SecretStr]) -> int:
+        """Write a new version of the account's login secret to KV v2 (``:mount/data/:path``); return the version."""
+        client = self._client(token.secret.get_secret_value())
+        with _vault_errors(
+            self._settings.address, "write the login secret", path=paths.login_secret_policy_path, account=paths.account
+        ):
+            response = client.secrets.kv.v2.create_or_update_secret(
+                path=paths.login_secret_path,
+                secret={key: value.get_secret_value() for key, value in secret.items()},
+                mount_point=paths.kv_mount,
+            )
+        version = response["data"]["version"]
+        logger.info("vault.login_secret_written account=%s version=%s", paths.account, version)
+        return version
+
     def encrypt(self, token: ScopedToken, paths: AccountPaths, plaintext: bytes) -> str:
         """Encrypt with the account's transit key (``transit/encrypt/:key``); return the ciphertext."""
         client = self._client(token.secret.get_secret_value())

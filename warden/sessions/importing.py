@@ -41,7 +41,7 @@ _SAME_SITE = {
 
 
 class ImportReport:
-    """What normalisation changed, for the person importing."""
+    """Changes normalisation made to an imported session, for the person importing."""
 
     def __init__(self) -> None:
         self.kept_session_cookies: list[str] = []
@@ -153,7 +153,8 @@ def normalize_session_data(data: Any, *, source: str, now: float | None = None) 
             raise InvalidSessionFile(f"{source}: 'origins' is a {type(origins).__name__}; expected a list.")
     else:
         raise InvalidSessionFile(
-            f"{source}: the file holds a JSON {type(data).__name__}; expected a storage state object or a cookie array."
+            f"{source}: the file contains a JSON {type(data).__name__}; "
+            "expected a storage state object or a cookie array."
         )
 
     cookies = []

@@ -1,0 +1,3 @@
+from warden.cli import app
+
+app()

@@ -1,0 +1,114 @@
+"""The Typer application, the dev stack's environment, and how commands report failures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from warden.errors import WardenError
+
+__all__ = ["app", "console", "err_console", "fail", "load_stack_env", "run_command", "stack_dir"]
+
+app = typer.Typer(
+    help="Connector Warden: keep account connectors healthy and their data flowing.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+STACK_ENV_FILES = ("env", "runner.env")
+
+T = TypeVar("T")
+
+
+def stack_dir() -> Path:
+    return Path(os.environ.get("WARDEN_STACK_DIR", ".stack"))
+
+
+def fail(title: str, message: str, *, code: int = 1) -> NoReturn:
+    """Print ``title: message`` in red on standard error and exit with ``code``."""
+    err_console.print(f"[red]{escape(title)}:[/red] {escape(message)}")
+    raise typer.Exit(code=code)
+
+
+def load_stack_env(directory: Path | None = None) -> list[str]:
+    """Set variables from the dev stack's env files that are not set yet; return the names set."""
+    directory = directory or stack_dir()
+    loaded = []
+    for name in STACK_ENV_FILES:
+        path = directory / name
+        if not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            try:
+                words = shlex.split(line, comments=True)
+            except ValueError as exc:
+                fail(
+                    "Invalid environment file",
+                    f"{path}, line {number}: {exc}. Fix or delete the line, "
+                    "or run `make demo` to write the file again.",
+                    code=2,
+                )
+            if words and words[0] == "export":
+                words = words[1:]
+            if len(words) != 1 or "=" not in words[0]:
+                continue
+            key, value = words[0].split("=", 1)
+            if key not in os.environ:
+                os.environ[key] = value
+                loaded.append(key)
+    return loaded
+
+
+@app.callback()
+def main() -> None:
+    load_stack_env()
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "warden")
+
+
+def _prefect_unreachable(exc: BaseException) -> bool:
+    import httpx
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, httpx.TransportError):
+            return True
+        if isinstance(seen, RuntimeError) and "Failed to reach API" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def run_command(coroutine: Coroutine[Any, Any, T], *, what: str) -> T:
+    """Run a command's coroutine; turn expected failures into one clear line and exit code 1.
+
+    ``what`` names the command's work in the message, e.g. "sync account 'demo'".
+    """
+    from warden.console import quiet_expected_tracebacks
+
+    quiet_expected_tracebacks()
+    try:
+        return asyncio.run(coroutine)
+    except WardenError as exc:
+        fail(f"Could not {what}", str(exc))
+    except Exception as exc:
+        if not _prefect_unreachable(exc):
+            raise
+        api_url = os.environ.get("PREFECT_API_URL")
+        where = f"the Prefect API at {api_url}" if api_url else "a Prefect API (PREFECT_API_URL is not set)"
+        fail(
+            f"Could not {what}",
+            f"{where} is unreachable ({type(exc).__name__}). Start the stack with `make demo` or "
+            "`python -m stack up`, or set PREFECT_API_URL to a running server.",
+        )

@@ -1,0 +1,117 @@
+"""``warden sync``, ``warden status`` and ``warden demo``."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from warden.cli.app import app, console, err_console, run_command, stack_dir
+
+# The keys `warden sync --json` always prints first, in this order; the rest of the summary follows.
+SUMMARY_FIELDS = (
+    "account",
+    "access_path",
+    "probe",
+    "refreshed",
+    "messages_seen",
+    "attachments_fetched",
+    "attachments_extracted",
+    "failed",
+    "run_url",
+)
+OPTIONAL_FIELDS = (
+    "attachments_skipped",
+    "attachments_pending",
+    "tokens_issued",
+    "tokens_revoked",
+    "browser_launches",
+    "error",
+)
+
+
+def summary_row(summary: dict[str, Any]) -> dict[str, Any]:
+    """Return the summary with its keys in the documented order."""
+    return {field: summary.get(field) for field in (*SUMMARY_FIELDS, *OPTIONAL_FIELDS)}
+
+
+def print_summary_table(summary: dict[str, Any]) -> None:
+    table = Table(title=f"Sync of account '{escape(str(summary.get('account')))}'", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for field, value in summary_row(summary).items():
+        if field in ("account", "run_url", "error") or value is None:
+            continue
+        table.add_row(field.replace("_", " "), escape(str(value)))
+    console.print(table)
+    if summary.get("run_url"):
+        console.print(f"Prefect UI: {summary['run_url']}", soft_wrap=True)
+
+
+@app.command()
+def sync(
+    account: Annotated[str, typer.Argument(help="Name of the account (its Block name).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+) -> None:
+    """Sync one account now: probe, refresh if needed, fetch, extract, wipe."""
+    from flows.sync import sync_and_summarize
+
+    completed, summary = run_command(sync_and_summarize(account), what=f"sync account '{account}'")
+    if as_json:
+        print(json.dumps(summary_row(summary)))
+    else:
+        print_summary_table(summary)
+        if not completed:
+            err_console.print(f"[red]Sync failed:[/red] {escape(str(summary.get('error')))}")
+    raise typer.Exit(code=0 if completed else 1)
+
+
+def _short_time(value: str | None) -> str:
+    if not value:
+        return "-"
+    return datetime.fromisoformat(value).strftime("%m-%d %H:%M")
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List accounts with their session state, last run and pending extractions (times in UTC)."""
+    from flows.status import collect_status
+
+    rows = run_command(collect_status(), what="list the accounts")
+    if as_json:
+        print(json.dumps(rows, default=str))
+        return
+
+    table = Table(title="Accounts (times UTC)")
+    for column in ("account", "kind", "session", "expires", "last run", "at", "msgs", "pending"):
+        table.add_column(column, no_wrap=column in ("account", "expires", "at"))
+    for row in rows:
+        table.add_row(
+            escape(row["account"]),
+            escape(row["connector"]),
+            row["session"],
+            _short_time(row["expires_at"]),
+            row["last_run_state"] or "never",
+            _short_time(row["last_run_finished_at"]),
+            str(row["messages"]),
+            str(row["pending_extractions"]),
+        )
+    console.print(table)
+
+
+@app.command()
+def demo() -> None:
+    """Set up the demo account on the running dev stack and sync it (what `make demo` runs)."""
+    from flows.demo import run_demo
+
+    completed, summary = run_command(run_demo(stack_dir()), what="run the demo")
+    print_summary_table(summary)
+    if not completed:
+        err_console.print(f"[red]Demo sync failed:[/red] {escape(str(summary.get('error')))}")
+    raise typer.Exit(code=0 if completed else 1)
