@@ -61,15 +61,24 @@ def test_token_denied_other_account(admin, vault):
     assert other.login_secret_policy_path in str(caught.value)
 
 
-def test_refresh_token_cannot_decrypt(admin, vault):
+def test_probe_token_cannot_read_password(admin, vault):
+    paths = new_account(admin)
+    probe_token = vault.unwrap(vault.issue(paths, Action.PROBE, ttl_seconds=30))
+    with pytest.raises(VaultDenied):
+        vault.read_login_secret(probe_token, paths)
+
+    ciphertext = vault.encrypt(probe_token, paths, b'{"cookies": []}')
+    assert vault.decrypt(probe_token, paths, ciphertext) == b'{"cookies": []}'
+
+
+def test_store_password_token_cannot_decrypt(admin, vault):
     paths = new_account(admin)
     fetch_token = vault.unwrap(vault.issue(paths, Action.FETCH, ttl_seconds=30))
     ciphertext = vault.encrypt(fetch_token, paths, b'{"cookies": []}')
 
-    refresh_token = vault.unwrap(vault.issue(paths, Action.REFRESH, ttl_seconds=30))
+    store_token = vault.unwrap(vault.issue(paths, Action.STORE_PASSWORD, ttl_seconds=30))
     with pytest.raises(VaultDenied):
-        vault.decrypt(refresh_token, paths, ciphertext)
-    assert vault.decrypt(fetch_token, paths, ciphertext) == b'{"cookies": []}'
+        vault.decrypt(store_token, paths, ciphertext)
 
 
 def test_token_ttl_and_uses_bounded(admin, vault):

@@ -21,6 +21,7 @@ from warden.connectors.mime import message_record_from_raw
 from warden.credentials.policies import Action
 from warden.credentials.tokens import RevocationProof, ScopedToken, WrappedToken
 from warden.errors import (
+    BrowserBudgetExceeded,
     BrowserCrashed,
     ConfigError,
     LoginFailed,
@@ -217,7 +218,15 @@ async def refresh(run: SyncRun, wrapped: WrappedToken, *, source: str = "browser
             "has no 'password' key. Store it with `warden account add` or `bao kv put`."
         )
     credentials = LoginCredentials(username=run.account.username, password=password)
+    # NOTE: Python strings cannot be overwritten in place; dropping the references is as far as the
+    # password's lifetime in memory can be shortened here.
     del secret, password
+
+    # The old session seeds the new context, so cookies a site keeps to recognise a device survive the login.
+    try:
+        previous = run.sessions.load(token, fallback=False)
+    except StateCorrupt:
+        previous = None
 
     async with run.limiter.browser_slot():
         try:
@@ -227,12 +236,16 @@ async def refresh(run: SyncRun, wrapped: WrappedToken, *, source: str = "browser
                 credentials,
                 account=run.account.name,
                 budget=run.account.browser,
+                storage_state=previous.state.to_playwright() if previous else None,
             )
         except (LoginFailed, LoginLocked, LoginRequired) as exc:
             run.emit(EventName.LOGIN_REQUIRED, reason=type(exc).__name__)
             raise
         except BrowserCrashed as exc:
             run.emit(EventName.BROWSER_CRASHED, error=str(exc)[:200])
+            raise
+        except BrowserBudgetExceeded as exc:
+            run.emit(EventName.BROWSER_BUDGET_EXCEEDED, error=str(exc)[:200])
             raise
         finally:
             del credentials

@@ -57,12 +57,22 @@ class ActionRule:
     write_login_secret: bool = False
 
 
-# Each count is the requests the action makes plus a small margin for one
-# write-back after a partial failure. Denied requests also consume uses.
+# A token serves every attempt of its task: the orchestrator retries a task up to twice, and a retry
+# reuses the unwrapped token. So each count is the requests of one attempt, times three:
+# probe and fetch decrypt up to three stored versions (the newest, then two older ones if it is
+# unreadable) and encrypt once; refresh reads the password, decrypts the newest version to seed
+# the browser, and encrypts once. Denied requests also consume uses.
+ATTEMPTS_PER_TOKEN = 3
 _RULES = {
-    Action.PROBE: ActionRule(read_login_secret=False, decrypt_session=True, encrypt_session=True, num_uses=4),
-    Action.REFRESH: ActionRule(read_login_secret=True, decrypt_session=False, encrypt_session=True, num_uses=4),
-    Action.FETCH: ActionRule(read_login_secret=False, decrypt_session=True, encrypt_session=True, num_uses=6),
+    Action.PROBE: ActionRule(
+        read_login_secret=False, decrypt_session=True, encrypt_session=True, num_uses=4 * ATTEMPTS_PER_TOKEN
+    ),
+    Action.REFRESH: ActionRule(
+        read_login_secret=True, decrypt_session=True, encrypt_session=True, num_uses=3 * ATTEMPTS_PER_TOKEN
+    ),
+    Action.FETCH: ActionRule(
+        read_login_secret=False, decrypt_session=True, encrypt_session=True, num_uses=4 * ATTEMPTS_PER_TOKEN
+    ),
     Action.STORE_PASSWORD: ActionRule(
         read_login_secret=False, decrypt_session=False, encrypt_session=False, num_uses=2, write_login_secret=True
     ),

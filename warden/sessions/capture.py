@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
@@ -35,8 +36,12 @@ async def login_and_capture(
     *,
     account: str,
     budget: BrowserBudget,
+    storage_state: dict[str, Any] | None = None,
 ) -> SessionState:
     """Log in on a fresh page and return the captured session.
+
+    ``storage_state`` seeds the fresh context (as Playwright's dict, never a file), e.g. with the
+    previous session, so cookies a site uses to recognise the device are sent with the login.
 
     Raises the connector's :class:`~warden.errors.LoginFailed` or
     :class:`~warden.errors.LoginRequired` unchanged, :class:`SiteUnreachable`
@@ -45,7 +50,7 @@ async def login_and_capture(
     seconds or memory than ``budget`` allows.
     """
     try:
-        async with pool.context(budget=budget, account=account) as context:
+        async with pool.context(storage_state=storage_state, budget=budget, account=account) as context:
             page = await context.new_page()
             extras = await asyncio.wait_for(connector.login(page, credentials), timeout=budget.timeout_seconds)
             storage_state = await context.storage_state(indexed_db=True)

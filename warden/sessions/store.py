@@ -56,11 +56,11 @@ class SessionStore:
     def has_session(self) -> bool:
         return self._documents.latest_session(self.account) is not None
 
-    def load(self, token: ScopedToken) -> LoadedSession | None:
+    def load(self, token: ScopedToken, *, fallback: bool = True) -> LoadedSession | None:
         """Decrypt the newest readable session, or return None when none was ever saved.
 
         When the newest version cannot be decrypted or parsed, up to
-        ``FALLBACK_VERSIONS`` older versions are tried before
+        ``FALLBACK_VERSIONS`` older versions are tried (unless ``fallback`` is False) before
         :class:`warden.errors.StateCorrupt` is raised for the newest one.
         Unreadable versions stay in the store until newer saves prune them.
         """
@@ -69,7 +69,8 @@ class SessionStore:
             return None
 
         newest_error: StateCorrupt | None = None
-        for stored in versions[: 1 + FALLBACK_VERSIONS]:
+        tries = 1 + FALLBACK_VERSIONS if fallback else 1
+        for stored in versions[:tries]:
             try:
                 plaintext = self._vault.decrypt(token, self._paths, stored.ciphertext)
                 state = SessionState.from_bytes(plaintext, account=self.account)
