@@ -44,14 +44,20 @@ class VaultConnection(Block):
     timeout_seconds: float = Field(default=10.0, description="Timeout of each vault request, in seconds.")
 
     def settings(self, environ: dict[str, str] | None = None) -> VaultSettings:
-        """Return the library's vault settings, with the secret id read from the environment."""
+        """Return the library's vault settings, with the secret id read from the environment.
+
+        The variable named by ``secret_id_env`` holds the secret id; the same name with ``_WRAPPED``
+        appended may instead hold a response-wrapped secret id, which the flow unwraps once.
+        """
         source = os.environ if environ is None else environ
+        wrapped_env = f"{self.secret_id_env}_WRAPPED"
         secret_id = source.get(self.secret_id_env, "")
-        if not secret_id:
+        wrapped = source.get(wrapped_env, "")
+        if not secret_id and not wrapped:
             raise ConfigError(
-                f"The environment variable {self.secret_id_env} is not set, so the flow cannot log in to the "
-                f"vault at {self.address}. Set it in the worker's environment "
-                "(the dev stack writes it to .stack/runner.env)."
+                f"Neither {self.secret_id_env} nor {wrapped_env} is set, so the flow cannot log in to the "
+                f"vault at {self.address}. Set one in the worker's environment "
+                "(the dev stack writes the first to .stack/runner.env)."
             )
         return VaultSettings(
             address=self.address,
@@ -60,4 +66,6 @@ class VaultConnection(Block):
             approle_mount=self.approle_mount,
             token_role=self.token_role,
             timeout_seconds=self.timeout_seconds,
+            wrapped_secret_id=SecretStr(wrapped) if wrapped else None,
+            wrapped_secret_id_source=wrapped_env,
         )

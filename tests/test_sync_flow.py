@@ -7,12 +7,17 @@ over HTTP and finds nothing new.
 
 from __future__ import annotations
 
+import asyncio
 import imaplib
 import json
+import logging
 import os
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import hvac
@@ -26,6 +31,9 @@ from warden.demo.seed import seed_mailbox
 from warden.errors import AccountNotFound, LoginFailed
 
 pytestmark = [pytest.mark.stack, pytest.mark.browser]
+
+# Files changed before this module started are not scanned for secrets.
+MODULE_STARTED = time.time()
 
 ACCOUNT = "e2e"
 WRONG_PASSWORD_ACCOUNT = "e2e-wrong"
@@ -73,8 +81,30 @@ def sync_env(openbao_server, mail_server, prefect_server, stack_run_dir, tmp_pat
     get_settings.cache_clear()
 
 
+class CapturingHandler(logging.Handler):
+    """Keeps every record this process logs, formatted as a handler would write it."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture(scope="module")
+def log_capture():
+    """Every log line of this module's syncs, for the secrets scan. Redaction filters it like any handler."""
+    handler = CapturingHandler()
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield handler
+    root.removeHandler(handler)
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def registered(sync_env, openbao_server, mail_server):
+async def registered(sync_env, openbao_server, mail_server, log_capture):
     """The vault runner, the mail user with the demo messages, and two registered accounts."""
     from flows.registration import register_account, set_up_vault
 
@@ -291,7 +321,7 @@ def test_cli_status_lists_account(second_sync):
 @pytest.mark.asyncio(loop_scope="session")
 async def test_forecast_expired_refreshes_first(registered, mail_server, openbao_server):
     """A sliding 5-minute session last proven valid 6 minutes ago is refreshed before any work."""
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
     from sqlalchemy import update
 
@@ -384,6 +414,8 @@ async def test_imported_session_probed_then_stored(second_sync, registered, mail
     import_config, _ = await load_account("e2e-import")
     run = SyncRun(import_config, vault=VaultClient(vault_block.settings()), documents=store)
     state, _report = load_session_file(path)
+    # The file holds the session in clear, so it goes right after the import, as `warden session import` advises.
+    path.unlink()
     result = await steps.import_state(run, steps.issue_token(run, Action.PROBE), state)
     assert result.state.value == "valid"
     assert store.latest_session("e2e-import").source == "import"
@@ -470,3 +502,165 @@ async def test_concurrent_syncs_do_not_overlap(second_sync, registered, mail_ser
     assert first.error is None
     assert second.error is None
     assert default_document_store().message_count(ACCOUNT) == len(registered["messages"]) + 3
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_denied_policy_fails_without_partial_state(registered, mail_server):
+    """A vault policy that denies the fetch fails the sync once, names the path, and stores no message."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter
+
+    from flows.registration import register_account
+    from flows.sync import connector_sync
+    from warden.errors import VaultDenied
+    from warden.store import default_document_store
+
+    await register_account(
+        "e2e-denied",
+        admin=registered["admin"],
+        base_url=mail_server.roundcube_url,
+        username=MAIL_USER,
+        password=SecretStr(MAIL_PASSWORD),
+    )
+    registered["admin"].sys.create_or_update_policy(
+        "warden-acct-e2e-denied-fetch", 'path "sys/nothing" { capabilities = ["read"] }'
+    )
+
+    state = await connector_sync("e2e-denied", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(VaultDenied) as caught:
+        await state.aresult()
+    assert "'e2e-denied'" in str(caught.value)
+    assert "transit/decrypt/session-e2e-denied" in str(caught.value)
+
+    store = default_document_store()
+    assert store.message_count("e2e-denied") == 0
+    assert store.cursor("e2e-denied", "INBOX") is None
+
+    async with get_client() as client:
+        task_runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])),
+            task_run_filter=TaskRunFilter(),
+        )
+    fetch_runs = [run for run in task_runs if run.name.startswith("fetch-items")]
+    assert len(fetch_runs) == 1
+    assert fetch_runs[0].run_count == 1
+    wipe_runs = [run for run in task_runs if run.name.startswith("wipe-tokens")]
+    assert wipe_runs[0].state.is_completed()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_unproven_revocation_fails_the_run(registered, mail_server, openbao_server):
+    """A runner that may not revoke its tokens: the run fails and says so, and an event is emitted."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    from blocks.vault import VaultConnection
+    from flows.registration import register_account
+    from flows.sync import sync_and_summarize
+
+    admin = registered["admin"]
+    admin.sys.create_or_update_policy(
+        "runner-without-revoke-flow",
+        'path "auth/token/create/warden-action" { capabilities = ["update"] }\n'
+        'path "auth/token/lookup-accessor" { capabilities = ["update"] }\n',
+    )
+    admin.auth.approle.create_or_update_approle("no-revoke-flow", token_policies=["runner-without-revoke-flow"])
+    role_id = admin.auth.approle.read_role_id("no-revoke-flow")["data"]["role_id"]
+    os.environ["E2E_NO_REVOKE_SECRET_ID"] = admin.auth.approle.generate_secret_id("no-revoke-flow")["data"]["secret_id"]
+    await VaultConnection(
+        address=openbao_server.address, role_id=role_id, secret_id_env="E2E_NO_REVOKE_SECRET_ID"
+    ).asave("no-revoke", overwrite=True)
+    await register_account(
+        "e2e-no-revoke",
+        admin=admin,
+        base_url=mail_server.roundcube_url,
+        username=MAIL_USER,
+        password=SecretStr(MAIL_PASSWORD),
+        vault_block="no-revoke",
+    )
+
+    completed, summary = await sync_and_summarize("e2e-no-revoke")
+    assert completed is False
+    assert summary["tokens_issued"] == 3
+    assert summary["tokens_revoked"] == 0
+    assert "Could not prove that 3 of 3 tokens" in summary["error"]
+    assert "403" in summary["error"]
+
+    # Events reach the server asynchronously; give them a few seconds.
+    deadline = time.monotonic() + 10
+    async with get_client() as client:
+        while True:
+            page = await client.read_events(
+                EventFilter(
+                    event=EventNameFilter(name=["warden.revocation.unproven"]),
+                    resource=EventResourceFilter(id=["warden.account.e2e-no-revoke"]),
+                ),
+                limit=50,
+            )
+            if len(page.events) >= 3 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+    assert sorted(event.payload["action"] for event in page.events) == ["fetch", "probe", "refresh"]
+
+
+async def _prefect_texts(flow_names: list[str]) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, LogFilter
+
+    async with get_client() as client:
+        logs = await client.read_logs(log_filter=LogFilter(), limit=200)
+        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(), limit=200)
+    texts = [log.message for log in logs]
+    texts.extend(json.dumps(artifact.data, default=str) for artifact in artifacts)
+    return texts
+
+
+def _files_to_scan(roots: list[Path], excluded: list[Path]) -> list[Path]:
+    found = []
+    for root in roots:
+        for path in root.rglob("*"):
+            if any(path.is_relative_to(skip) for skip in excluded):
+                continue
+            try:
+                recent = path.is_file() and not path.is_symlink() and path.stat().st_mtime >= MODULE_STARTED
+                if recent and path.stat().st_size < 200 * 1024 * 1024:
+                    found.append(path)
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.secrets
+@pytest.mark.asyncio(loop_scope="session")
+async def test_no_secret_in_clear(
+    second_sync, registered, sync_env, stack_run_dir, prefect_server, mail_server, log_capture
+):
+    """After the syncs above, no known secret is in any file, database, log line or artifact.
+
+    Known secrets: the mailbox password and every value registered for redaction in this process
+    (vault tokens, the session's cookie values, Roundcube's request token). The mail server's own
+    run directories are not scanned: Roundcube keeps its session ids in its database, as any site does.
+    """
+    from warden.credentials import redaction
+
+    secrets = {value for value in redaction._secrets if len(value) >= 8}
+    secrets.add(MAIL_PASSWORD)
+    assert len(secrets) > 10
+
+    repo = Path(__file__).resolve().parent.parent
+    roots = [repo, Path(tempfile.gettempdir()), sync_env, Path(os.environ["PREFECT_HOME"]), prefect_server.run_dir]
+    excluded = [repo / ".venv", repo / ".git", *stack_run_dir.glob("mail*")]
+    leaks = []
+    for path in _files_to_scan(roots, excluded):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        leaks.extend(f"{path}: {secret[:4]}..." for secret in secrets if secret.encode() in data)
+    assert leaks == []
+
+    texts = [*log_capture.lines, *await _prefect_texts([])]
+    assert len(texts) > 50
+    leaked_texts = [text[:120] for text in texts if any(secret in text for secret in secrets)]
+    assert leaked_texts == []

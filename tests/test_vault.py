@@ -162,3 +162,27 @@ def test_sealed_vault_is_transient(stack_run_dir):
         assert "sealed" in str(caught.value)
     finally:
         server.stop()
+
+
+def test_wrapped_secret_id_unwrapped_once(admin, openbao_server, runner):
+    from warden.credentials import vault as vault_module
+
+    wrapped = admin.auth.approle.generate_secret_id("warden", wrap_ttl="60s")["wrap_info"]["token"]
+    settings = VaultSettings(
+        openbao_server.address, runner.role_id, SecretStr(""), wrapped_secret_id=SecretStr(wrapped)
+    )
+    first = VaultClient(settings)
+    first.login()
+    first.logout()
+
+    # A second client in the same process reuses the unwrapped secret id.
+    second = VaultClient(settings)
+    second.login()
+    second.logout()
+
+    # Another process would have to unwrap again, and the wrapping token works once only.
+    vault_module._unwrapped_secret_ids.clear()
+    with pytest.raises(TokenUnwrapFailed) as caught:
+        VaultClient(settings).login()
+    assert "WARDEN_VAULT_SECRET_ID_WRAPPED" in str(caught.value)
+    assert "already used" in str(caught.value)

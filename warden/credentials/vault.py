@@ -18,7 +18,9 @@ Every third-party error is mapped to ``warden.errors`` here.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,6 +48,10 @@ __all__ = ["VaultClient", "VaultSettings"]
 
 logger = logging.getLogger("warden.vault")
 
+# Secret ids unwrapped in this process, by SHA-256 of their wrapping token: a wrapping token works once.
+_unwrapped_secret_ids: dict[str, SecretStr] = {}
+_unwrapped_lock = threading.Lock()
+
 
 @dataclass(frozen=True)
 class VaultSettings:
@@ -57,6 +63,9 @@ class VaultSettings:
     approle_mount: str = "approle"
     token_role: str = TOKEN_ROLE
     timeout_seconds: float = 10.0
+    # A response-wrapped secret id, used when ``secret_id`` is empty; unwrapped once per process.
+    wrapped_secret_id: SecretStr | None = None
+    wrapped_secret_id_source: str = "WARDEN_VAULT_SECRET_ID_WRAPPED"
 
 
 class VaultClient:
@@ -84,6 +93,8 @@ class VaultClient:
             return
 
         secret_id = self._settings.secret_id.get_secret_value()
+        if not secret_id and self._settings.wrapped_secret_id is not None:
+            secret_id = self._unwrap_secret_id(self._settings.wrapped_secret_id).get_secret_value()
         if not secret_id:
             raise ConfigError(
                 f"Cannot log in to the vault at {self._settings.address}: the AppRole secret id is empty. "
@@ -110,6 +121,35 @@ class VaultClient:
             self._runner_accessor,
             response["auth"]["lease_duration"],
         )
+
+    def _unwrap_secret_id(self, wrapped: SecretStr) -> SecretStr:
+        """Unwrap a response-wrapped AppRole secret id (``sys/wrapping/unwrap``), once per process."""
+        key = hashlib.sha256(wrapped.get_secret_value().encode()).hexdigest()
+        with _unwrapped_lock:
+            cached = _unwrapped_secret_ids.get(key)
+            if cached is not None:
+                return cached
+
+            client = self._client(wrapped.get_secret_value())
+            try:
+                response = client.sys.unwrap()
+            except hvac.exceptions.InvalidRequest as exc:
+                raise TokenUnwrapFailed(
+                    f"Could not unwrap the AppRole secret id in {self._settings.wrapped_secret_id_source} at "
+                    f"{self._settings.address}: the wrapping token was already used, expired or is unknown. "
+                    "Hand the worker a new one; a token used by someone else means the secret id may be known "
+                    "to them, so destroy it (auth/approle/role/ROLE/secret-id/destroy)."
+                ) from exc
+            except (hvac.exceptions.VaultError, requests.RequestException) as exc:
+                raise _map_error(
+                    exc, self._settings.address, "unwrap the AppRole secret id", "sys/wrapping/unwrap", None
+                ) from exc
+
+            secret_id = SecretStr(response["data"]["secret_id"])
+            register_secret(secret_id.get_secret_value())
+            _unwrapped_secret_ids[key] = secret_id
+            logger.info("vault.secret_id_unwrapped source=%s", self._settings.wrapped_secret_id_source)
+            return secret_id
 
     @property
     def runner(self) -> hvac.Client:
