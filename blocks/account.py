@@ -7,8 +7,9 @@ from typing import Any, ClassVar
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from warden.accounts import AccountConfig, BrowserBudget
+from warden.accounts import AccessPath, AccountConfig, BrowserBudget
 from warden.connectors.http import HttpSettings
+from warden.credentials.oauth import OAuthSettings
 
 
 class ConnectorAccount(Block):
@@ -38,6 +39,18 @@ class ConnectorAccount(Block):
     base_url: str = Field(description="Base URL of the site, e.g. https://mail.example.com/.")
     username: str = Field(description="User name the connector logs in with.")
     mailboxes: list[str] = Field(default_factory=lambda: ["INBOX"], description="Mailboxes to sync.")
+    access_paths: list[AccessPath] = Field(
+        default_factory=lambda: [AccessPath.BROWSER_SESSION],
+        description="Access paths in order of preference: oauth (an official API), browser-session.",
+    )
+    oauth: OAuthSettings | None = Field(
+        default=None,
+        description="OAuth client of the oauth path: client id, endpoints, scope. Secrets stay in the vault.",
+    )
+    api_connector: str = Field(default="imap", description="API connector of the oauth path: imap or http-api.")
+    api_options: dict[str, Any] = Field(
+        default_factory=dict, description='Settings of the API connector, e.g. {"host": "imap.example.com"}.'
+    )
     vault_block: str = Field(default="default", description="Name of the Warden Vault Connection Block to use.")
     kv_mount: str = Field(default="secret", description="KV v2 mount that stores the login secret.")
     login_secret_path: str = Field(description="Path of the login secret on the KV mount, with a 'password' key.")
@@ -75,6 +88,10 @@ class ConnectorAccount(Block):
             base_url=self.base_url,
             username=self.username,
             mailboxes=self.mailboxes,
+            access_paths=self.access_paths,
+            oauth=self.oauth,
+            api_connector=self.api_connector,
+            api_options=self.api_options,
             kv_mount=self.kv_mount,
             login_secret_path=self.login_secret_path,
             transit_mount=self.transit_mount,

@@ -8,8 +8,12 @@ Steps, each idempotent:
 2. create the ``demo`` mail user with a random password kept only in OpenBao
    (Dovecot stores a salted hash of it);
 3. seed the demo mailbox with generated documents;
-4. register the ``demo`` account (Block, vault policies, transit key);
-5. run ``connector_sync("demo")``.
+4. register the ``demo`` account (Block, vault policies, transit key) with two
+   access paths: ``oauth`` (IMAP with XOAUTH2, through the stack's OAuth
+   provider) first, ``browser-session`` (Roundcube) as the fallback;
+5. authorize the OAuth client once, playing the person at the provider's login
+   page, unless the vault already holds a refresh token;
+6. run ``connector_sync("demo")``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ from pydantic import SecretStr
 from flows.registration import register_account, set_up_vault
 from flows.sync import sync_and_summarize
 from stack.mail import MailServer
+from stack.oidc import OidcProvider
+from warden.accounts import AccountConfig
+from warden.credentials.authorize import finish_authorization, start_authorization
+from warden.credentials.oauth import OAuthClient, OAuthSettings
+from warden.credentials.provision import store_oauth_grant
 from warden.demo.documents import build_demo_messages
 from warden.demo.seed import seed_mailbox
 from warden.errors import ConfigError
@@ -100,12 +109,56 @@ async def run_demo(stack_dir: Path) -> tuple[bool, dict[str, Any]]:
     )
     logger.info("demo.mailbox_ready added=%d", added)
 
-    await register_account(
+    oauth_fields: dict[str, Any] = {}
+    provider = None
+    if "oidc" in components:
+        provider = OidcProvider(Path(components["oidc"]["run_dir"]), port=components["oidc"]["port"])
+        provider.add_user(DEMO_ACCOUNT, password.get_secret_value())
+        oauth_fields = {
+            "access_paths": ["oauth", "browser-session"],
+            "oauth": OAuthSettings(
+                client_id="warden",
+                token_url=provider.token_endpoint,
+                authorization_url=provider.authorization_endpoint,
+                revocation_url=provider.revocation_endpoint,
+                introspection_url=provider.introspection_endpoint,
+                scope="mail.read",
+            ).model_dump(mode="json"),
+            "api_connector": "imap",
+            "api_options": {"host": mail["imap_host"], "port": mail["imap_port"], "tls": False},
+            "oauth_client_secret": provider.clients()["warden"].client_secret,
+        }
+
+    block = await register_account(
         DEMO_ACCOUNT,
         admin=admin,
         base_url=mail["roundcube_url"],
         username=DEMO_ACCOUNT,
         password=password,
         session_lifetime_seconds=mail["session_lifetime_minutes"] * 60,
+        **oauth_fields,
     )
+    if provider is not None:
+        await _authorize_once(admin, block.to_config(DEMO_ACCOUNT), provider, password)
     return await sync_and_summarize(DEMO_ACCOUNT)
+
+
+async def _authorize_once(
+    admin: hvac.Client, config: AccountConfig, provider: OidcProvider, password: SecretStr
+) -> None:
+    """Store a refresh token for the demo account unless the vault holds one the provider still honours."""
+    grant = admin.secrets.kv.v2.read_secret_version(
+        path=config.oauth_grant_path, mount_point=config.kv_mount, raise_on_deleted_version=True
+    )["data"]["data"]
+    client_secret = provider.clients()["warden"].client_secret
+    # The dev provider keeps grants in memory: after a restart the stored refresh token means nothing to it.
+    if grant.get("refresh_token"):
+        client = OAuthClient(config.oauth, client_secret, account=config.name)
+        if (await client.introspect(SecretStr(grant["refresh_token"]))).get("active") is True:
+            return
+
+    request = start_authorization(config.oauth, redirect_uri="http://127.0.0.1:9/callback", account=config.name)
+    redirect_url = provider.complete_login(request.url, DEMO_ACCOUNT, password.get_secret_value())
+    tokens = await finish_authorization(config.oauth, client_secret, request, redirect_url, account=config.name)
+    store_oauth_grant(admin, config.paths, refresh_token=tokens.refresh_token)
+    logger.info("demo.oauth_authorized account=%s", config.name)

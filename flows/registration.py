@@ -19,7 +19,7 @@ from blocks.account import ConnectorAccount
 from blocks.vault import VaultConnection
 from flows.orchestration import BROWSER_LIMIT, DEFAULT_BROWSER_SLOTS, DEFAULT_SITE_SLOTS, ensure_limit, site_limit_name
 from warden.accounts import check_account_name
-from warden.credentials.provision import RunnerCredentials, provision_account, provision_runner
+from warden.credentials.provision import RunnerCredentials, provision_account, provision_runner, store_oauth_grant
 from warden.errors import ConfigError, VaultDenied, VaultUnavailable
 
 __all__ = ["register_account", "register_block_types", "set_up_vault"]
@@ -63,6 +63,7 @@ async def register_account(
     password: SecretStr | None,
     vault_block: str = "default",
     replace: bool = True,
+    oauth_client_secret: SecretStr | None = None,
     **block_fields: object,
 ) -> ConnectorAccount:
     """Create the account's vault key, policies and login secret, and save its Block under ``name``.
@@ -92,6 +93,8 @@ async def register_account(
     login_secret = {"password": password} if password is not None else None
     try:
         provision_account(admin, config.paths, login_secret)
+        if oauth_client_secret is not None:
+            store_oauth_grant(admin, config.paths, client_secret=oauth_client_secret)
     except hvac.exceptions.Forbidden as exc:
         raise VaultDenied(
             f"The vault at {admin.url} refused to set up account '{name}' (HTTP 403): the token in VAULT_TOKEN "

@@ -48,6 +48,8 @@ async def collect_status() -> list[dict[str, Any]]:
             {
                 "account": name,
                 "connector": document.data.get("connector", "?"),
+                "access_paths": document.data.get("access_paths") or ["browser-session"],
+                "last_access_path": (run.get("summary") or {}).get("access_path"),
                 "session": _session_label(session, now),
                 "expires_at": session.expires_at.isoformat(timespec="seconds")
                 if session and session.expires_at

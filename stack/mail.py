@@ -25,6 +25,28 @@ The daemons drop privileges to ``mail``, ``dovecot``, ``dovenull`` and
 
 Roundcube keeps its default ``mail_read_time``: opening a message in the web
 interface marks it as read, as on a default install.
+
+With ``oauth2_introspection_url`` and ``oauth2_client`` (for example from
+:class:`stack.oidc.OidcProvider`), Dovecot also accepts IMAP ``AUTHENTICATE
+XOAUTH2`` and ``OAUTHBEARER``. Each such login sends the bearer token to the
+introspection endpoint. The token must be active and carry the scope
+``mail.read``, and its ``sub`` must equal the user name in the SASL message.
+PLAIN and LOGIN keep using the passwd-files, so Roundcube logs in as before::
+
+    provider = OidcProvider(Path("/tmp/oidc-run"))
+    provider.start()
+    dovecot_client = provider.clients()["dovecot"]
+    server = MailServer(
+        Path("/tmp/mail-run"),
+        oauth2_introspection_url=provider.introspection_endpoint,
+        oauth2_client=(dovecot_client.client_id, dovecot_client.client_secret),
+    )
+
+The authentication cache is off, so a revoked token fails at the next login.
+
+NOTE: ``mail.read`` is only checked at login. Dovecot does not make the session
+read-only, so a client holding such a token can still change flags or delete
+messages over IMAP.
 """
 
 from __future__ import annotations
@@ -47,6 +69,9 @@ import time
 from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydantic import SecretStr
 
 from stack.ports import LOOPBACK, free_port, is_port_free
 from stack.process import (
@@ -74,6 +99,10 @@ DOVECOT_SOCKET_NAME_BYTES = 24
 
 USER_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+@-]{0,63}")
 READY_TIMEOUT_SECONDS = 15.0
+
+# Scope that a bearer token must carry for an IMAP login (see stack.oidc).
+OAUTH2_REQUIRED_SCOPE = "mail.read"
+OAUTH2_TIMEOUT_MILLISECONDS = 5000
 
 
 class _ConfigTemplate(string.Template):
@@ -128,17 +157,26 @@ def _make_dir(path: Path, mode: int, user: str = "root", group: str = "root") ->
     _chown(path, user, group)
 
 
-def _write_file(path: Path, text: str, mode: int, group: str = "root") -> None:
-    # The file gets its mode and group before it has content, because some files
-    # contain secrets (Roundcube's des_key, password hashes).
+def _write_file(path: Path, text: str, mode: int, group: str = "root", owner: str = "root") -> None:
+    # The file gets its mode, owner and group before it has content, because some
+    # files contain secrets (Roundcube's des_key, password hashes, a client secret).
     temporary = path.with_name(path.name + ".tmp")
     temporary.unlink(missing_ok=True)
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as file:
         os.fchmod(fd, mode)
-        os.fchown(fd, 0, grp.getgrnam(group).gr_gid)
+        os.fchown(fd, pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid)
         file.write(text)
     temporary.replace(path)
+
+
+def _url_with_credentials(url: str, user: str, password: SecretStr) -> str:
+    """Return ``url`` with ``user`` and ``password`` as its user info, percent-encoded."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username is not None:
+        raise ValueError(f"the introspection URL must be an http(s) URL without user info, got {url!r}")
+    credentials = f"{quote(user, safe='')}:{quote(password.get_secret_value(), safe='')}"
+    return urlunsplit(parts._replace(netloc=f"{credentials}@{parts.netloc}"))
 
 
 class MailServer:
@@ -151,6 +189,12 @@ class MailServer:
         http_port: nginx's HTTP port on 127.0.0.1; a free port when None.
         session_lifetime_minutes: Roundcube's ``session_lifetime``. Roundcube
             1.6 raises values under 2 minutes to 120 seconds (``rcube_session``).
+        oauth2_introspection_url: token introspection endpoint (RFC 7662) that
+            validates XOAUTH2 and OAUTHBEARER logins; without it Dovecot offers
+            only PLAIN and LOGIN.
+        oauth2_client: client id and secret with which Dovecot authenticates
+            at the introspection endpoint (HTTP Basic); required with
+            ``oauth2_introspection_url``.
     """
 
     def __init__(
@@ -159,15 +203,29 @@ class MailServer:
         imap_port: int | None = None,
         http_port: int | None = None,
         session_lifetime_minutes: int = 10,
+        oauth2_introspection_url: str | None = None,
+        oauth2_client: tuple[str, SecretStr] | None = None,
     ) -> None:
         if session_lifetime_minutes < 1:
             raise ValueError(f"session_lifetime_minutes must be at least 1, got {session_lifetime_minutes}")
+        if (oauth2_introspection_url is None) != (oauth2_client is None):
+            raise ValueError("oauth2_introspection_url and oauth2_client must be given together")
+        if oauth2_introspection_url is not None and oauth2_client is not None:
+            # Checked here, so that a wrong URL fails before any daemon starts.
+            _url_with_credentials(oauth2_introspection_url, *oauth2_client)
         self.run_dir = Path(run_dir).absolute()
         self.imap_port = imap_port if imap_port is not None else free_port()
         self.http_port = http_port if http_port is not None else free_port()
         if self.imap_port == self.http_port:
             raise ValueError(f"imap_port and http_port must differ, both are {self.imap_port}")
         self.session_lifetime_minutes = session_lifetime_minutes
+        self.oauth2_introspection_url = oauth2_introspection_url
+        self.oauth2_client = oauth2_client
+
+    @property
+    def oauth2_enabled(self) -> bool:
+        """Whether Dovecot accepts XOAUTH2 and OAUTHBEARER logins."""
+        return self.oauth2_introspection_url is not None
 
     # Addresses
 
@@ -198,6 +256,11 @@ class MailServer:
     @property
     def dovecot_log_path(self) -> Path:
         return self.dovecot_dir / "dovecot.log"
+
+    @property
+    def dovecot_oauth2_config_path(self) -> Path:
+        """Settings of the oauth2 passdb, with the client secret (mode 0600, owner dovecot)."""
+        return self.dovecot_dir / "dovecot-oauth2.conf.ext"
 
     @property
     def passwd_dir(self) -> Path:
@@ -504,23 +567,7 @@ class MailServer:
                 )
 
     def _write_configs(self) -> None:
-        _write_file(
-            self.dovecot_config_path,
-            _render_template(
-                "dovecot.conf",
-                base_dir=self.dovecot_base_dir,
-                state_dir=self.dovecot_dir / "state",
-                instance_name=f"warden-mail-{self.imap_port}",
-                log_path=self.dovecot_log_path,
-                host=LOOPBACK,
-                imap_port=self.imap_port,
-                mail_uid=pwd.getpwnam("mail").pw_uid,
-                mail_gid=grp.getgrnam("mail").gr_gid,
-                passwd_dir=self.passwd_dir,
-                mail_root=self.mail_root,
-            ),
-            0o644,
-        )
+        self._write_dovecot_config()
 
         _write_file(
             self.php_fpm_config_path,
@@ -550,6 +597,54 @@ class MailServer:
             0o644,
         )
         self._write_roundcube_config()
+
+    def _write_dovecot_config(self) -> None:
+        auth_mechanisms = "plain login"
+        oauth2_passdb = ""
+        if self.oauth2_introspection_url is not None and self.oauth2_client is not None:
+            auth_mechanisms += " xoauth2 oauthbearer"
+            oauth2_passdb = (
+                "passdb {\n"
+                "  driver = oauth2\n"
+                "  mechanisms = xoauth2 oauthbearer\n"
+                f"  args = {self.dovecot_oauth2_config_path}\n"
+                "}\n"
+            )
+            # Dovecot's auth process runs as the user dovecot and reads this file.
+            _write_file(
+                self.dovecot_oauth2_config_path,
+                _render_template(
+                    "dovecot-oauth2.conf.ext",
+                    introspection_url=_url_with_credentials(self.oauth2_introspection_url, *self.oauth2_client),
+                    timeout_milliseconds=OAUTH2_TIMEOUT_MILLISECONDS,
+                    scope=OAUTH2_REQUIRED_SCOPE,
+                ),
+                0o600,
+                group="dovecot",
+                owner="dovecot",
+            )
+        else:
+            self.dovecot_oauth2_config_path.unlink(missing_ok=True)
+
+        _write_file(
+            self.dovecot_config_path,
+            _render_template(
+                "dovecot.conf",
+                base_dir=self.dovecot_base_dir,
+                state_dir=self.dovecot_dir / "state",
+                instance_name=f"warden-mail-{self.imap_port}",
+                log_path=self.dovecot_log_path,
+                host=LOOPBACK,
+                imap_port=self.imap_port,
+                mail_uid=pwd.getpwnam("mail").pw_uid,
+                mail_gid=grp.getgrnam("mail").gr_gid,
+                auth_mechanisms=auth_mechanisms,
+                passwd_dir=self.passwd_dir,
+                oauth2_passdb=oauth2_passdb,
+                mail_root=self.mail_root,
+            ),
+            0o644,
+        )
 
     def _write_roundcube_config(self) -> None:
         database = self.roundcube_database_path

@@ -6,7 +6,9 @@ Load them in ``tests/conftest.py``::
 
 Each fixture starts its component once per test session, in a run directory
 below ``stack_run_dir``, and stops it by pid when the session ends. The mail
-server needs root (see :mod:`stack.mail`).
+server needs root (see :mod:`stack.mail`). It validates IMAP XOAUTH2 and
+OAUTHBEARER tokens at the ``oidc_provider`` fixture's introspection endpoint, so
+requesting ``mail_server`` also starts the provider.
 
 ``prefect_server`` also points this test process at the server for the whole
 session: it sets ``PREFECT_API_URL``, ``PREFECT_HOME`` (a client directory apart
@@ -27,10 +29,11 @@ from pathlib import Path
 import pytest
 
 from stack.mail import MailServer
+from stack.oidc import OidcProvider
 from stack.openbao import OpenBaoDevServer
 from stack.prefect_server import PrefectServer
 
-__all__ = ["mail_server", "openbao_server", "prefect_server", "stack_run_dir"]
+__all__ = ["mail_server", "oidc_provider", "openbao_server", "prefect_server", "stack_run_dir"]
 
 
 @pytest.fixture(scope="session")
@@ -56,9 +59,26 @@ def openbao_server(stack_run_dir: Path) -> Iterator[OpenBaoDevServer]:
 
 
 @pytest.fixture(scope="session")
-def mail_server(stack_run_dir: Path) -> Iterator[MailServer]:
-    """Start Dovecot and Roundcube for the test session, with no users (see ``add_user``)."""
-    server = MailServer(stack_run_dir / "mail")
+def oidc_provider(stack_run_dir: Path) -> Iterator[OidcProvider]:
+    """Start the OAuth 2.0 / OIDC provider for the test session, with no users (see ``add_user``)."""
+    provider = OidcProvider(stack_run_dir / "oidc")
+    provider.start()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture(scope="session")
+def mail_server(stack_run_dir: Path, oidc_provider: OidcProvider) -> Iterator[MailServer]:
+    """Start Dovecot and Roundcube for the test session, with no users (see ``add_user``).
+
+    Dovecot accepts XOAUTH2 and OAUTHBEARER with access tokens of ``oidc_provider``.
+    """
+    dovecot_client = oidc_provider.clients()["dovecot"]
+    server = MailServer(
+        stack_run_dir / "mail",
+        oauth2_introspection_url=oidc_provider.introspection_endpoint,
+        oauth2_client=(dovecot_client.client_id, dovecot_client.client_secret),
+    )
     server.start()
     yield server
     server.stop()

@@ -409,9 +409,9 @@ def test_cli_up_twice_reuses_then_down(scratch_dir: Path) -> None:
     finally:
         down = run_stack_command("down", "--dir", str(stack_dir), env=env)
 
-    assert len(first_pids) == 5
-    assert first.stdout.count("started") == 3
-    assert second.stdout.count("reused") == 3
+    assert len(first_pids) == 6
+    assert first.stdout.count("started") == 4
+    assert second.stdout.count("reused") == 4
     assert recorded_pids(second_state) == first_pids
     assert second_state["components"]["openbao"]["port"] == first_state["components"]["openbao"]["port"]
     assert status.returncode == 0

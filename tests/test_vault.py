@@ -8,9 +8,9 @@ from pydantic import SecretStr
 
 from stack.openbao import OpenBaoDevServer
 from warden.credentials.policies import AccountPaths, Action
-from warden.credentials.provision import provision_account, provision_runner
+from warden.credentials.provision import provision_account, provision_runner, store_oauth_grant
 from warden.credentials.vault import VaultClient, VaultSettings
-from warden.errors import TokenUnwrapFailed, VaultDenied, VaultUnavailable
+from warden.errors import TokenUnwrapFailed, VaultDenied, VaultUnavailable, WriteConflict
 
 pytestmark = pytest.mark.stack
 
@@ -25,7 +25,7 @@ def runner(admin):
     return provision_runner(admin)
 
 
-def new_account(admin, password: str = "correct horse battery") -> AccountPaths:
+def new_account(admin, password: str = "correct horse battery", *, oauth: bool = False) -> AccountPaths:
     name = f"acct-{uuid.uuid4().hex[:8]}"
     paths = AccountPaths(
         account=name,
@@ -33,6 +33,7 @@ def new_account(admin, password: str = "correct horse battery") -> AccountPaths:
         login_secret_path=f"connectors/{name}",
         transit_mount="transit",
         session_key=f"session-{name}",
+        oauth_grant_path=f"oauth/{name}" if oauth else None,
     )
     provision_account(admin, paths, {"password": SecretStr(password)})
     return paths
@@ -186,3 +187,38 @@ def test_wrapped_secret_id_unwrapped_once(admin, openbao_server, runner):
         VaultClient(settings).login()
     assert "WARDEN_VAULT_SECRET_ID_WRAPPED" in str(caught.value)
     assert "already used" in str(caught.value)
+
+
+def test_oauth_actions_touch_only_the_grant(admin, vault):
+    paths = new_account(admin, oauth=True)
+    store_oauth_grant(admin, paths, client_secret=SecretStr("client-secret-of-the-test"))
+
+    probe = vault.unwrap(vault.issue(paths, Action.GRANT_PROBE, ttl_seconds=30))
+    fields, version = vault.read_oauth_grant(probe, paths)
+    assert fields["client_secret"] == "client-secret-of-the-test" and version == 1
+    with pytest.raises(VaultDenied):
+        vault.write_oauth_grant(probe, paths, fields, cas=version)
+    with pytest.raises(VaultDenied):
+        vault.read_login_secret(probe, paths)
+
+    fetch = vault.unwrap(vault.issue(paths, Action.API_FETCH, ttl_seconds=30))
+    with pytest.raises(VaultDenied):
+        vault.decrypt(fetch, paths, "vault:v1:AAAA")
+    assert vault.write_oauth_grant(fetch, paths, {**fields, "generation": "1"}, cas=version) == 2
+
+
+def test_grant_write_is_check_and_set(admin, vault):
+    paths = new_account(admin, oauth=True)
+    store_oauth_grant(admin, paths, client_secret=SecretStr("client-secret-of-the-test"))
+    token = vault.unwrap(vault.issue(paths, Action.GRANT_REFRESH, ttl_seconds=30))
+    fields, version = vault.read_oauth_grant(token, paths)
+
+    vault.write_oauth_grant(token, paths, {**fields, "lease_holder": "first"}, cas=version)
+    with pytest.raises(WriteConflict):
+        vault.write_oauth_grant(token, paths, {**fields, "lease_holder": "second"}, cas=version)
+    assert vault.read_oauth_grant(token, paths)[0]["lease_holder"] == "first"
+
+
+def test_accounts_without_oauth_have_no_grant_policies(admin):
+    paths = new_account(admin)
+    assert f"warden-acct-{paths.account}-grant-probe" not in admin.sys.list_policies()["data"]["policies"]

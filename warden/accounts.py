@@ -7,16 +7,25 @@ tests and other callers can build one directly.
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from warden.connectors.http import HttpSettings
+from warden.credentials.oauth import OAuthSettings
 from warden.credentials.policies import AccountPaths
 from warden.errors import AccountNotFound
 
-__all__ = ["ACCOUNT_NAME", "ACCOUNT_NAME_RULE", "AccountConfig", "BrowserBudget", "check_account_name"]
+__all__ = [
+    "ACCOUNT_NAME",
+    "ACCOUNT_NAME_RULE",
+    "AccessPath",
+    "AccountConfig",
+    "BrowserBudget",
+    "check_account_name",
+]
 
 ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 ACCOUNT_NAME_RULE = "1 to 63 lowercase letters, digits, '-' or '_', starting with a letter or digit"
@@ -26,6 +35,15 @@ def check_account_name(name: str) -> None:
     """Raise :class:`AccountNotFound` with the naming rule when ``name`` cannot be an account name."""
     if not ACCOUNT_NAME.fullmatch(name):
         raise AccountNotFound(f"{name!r} is not a valid account name: use {ACCOUNT_NAME_RULE}.")
+
+
+class AccessPath(StrEnum):
+    """A way to reach an account's data, in the order the account prefers them."""
+
+    # An official API with an OAuth 2.0 access token (IMAP with XOAUTH2, or an HTTP API).
+    OAUTH = "oauth"
+    # A saved browser session replayed over HTTP, renewed by a Playwright login.
+    BROWSER_SESSION = "browser-session"
 
 
 class BrowserBudget(BaseModel):
@@ -47,6 +65,14 @@ class AccountConfig(BaseModel):
     base_url: str
     username: str
     mailboxes: list[str] = Field(default_factory=lambda: ["INBOX"])
+    access_paths: list[AccessPath] = Field(
+        default_factory=lambda: [AccessPath.BROWSER_SESSION],
+        min_length=1,
+        description="Access paths in order of preference; the sync takes the first one that is available.",
+    )
+    oauth: OAuthSettings | None = Field(default=None, description="The OAuth client of the oauth access path.")
+    api_connector: str = Field(default="imap", description="API connector kind the oauth access path reads with.")
+    api_options: dict[str, Any] = Field(default_factory=dict, description="Settings of the API connector kind.")
 
     kv_mount: str = "secret"
     login_secret_path: str
@@ -65,6 +91,20 @@ class AccountConfig(BaseModel):
         description="Extraction limits by field name of ExtractionSettings, e.g. max_depth or timeout_seconds.",
     )
 
+    @model_validator(mode="after")
+    def _oauth_path_has_a_client(self) -> AccountConfig:
+        if AccessPath.OAUTH in self.access_paths and self.oauth is None:
+            raise ValueError("the access path 'oauth' needs the 'oauth' settings (client id and token URL)")
+        if len(set(self.access_paths)) != len(self.access_paths):
+            raise ValueError(f"access_paths names a path twice: {[path.value for path in self.access_paths]}")
+        return self
+
+    @property
+    def oauth_grant_path(self) -> str | None:
+        if self.oauth is None:
+            return None
+        return self.oauth.grant_path or f"oauth/{self.name}"
+
     @property
     def paths(self) -> AccountPaths:
         return AccountPaths(
@@ -73,6 +113,7 @@ class AccountConfig(BaseModel):
             login_secret_path=self.login_secret_path,
             transit_mount=self.transit_mount,
             session_key=self.session_key,
+            oauth_grant_path=self.oauth_grant_path,
         )
 
     @property

@@ -9,7 +9,8 @@ does with it: Prefect retries a task only for :class:`TransientError`.
     │   ├── SiteUnreachable         connection refused, timeout, 5xx
     │   ├── RateLimited             429 or 503 with a wait (``retry_after_seconds``)
     │   ├── VaultUnavailable        vault down or sealed
-    │   └── BrowserCrashed          Chromium or its page died during a job
+    │   ├── BrowserCrashed          Chromium or its page died during a job
+    │   └── WriteConflict           another process wrote the same vault secret first
     ├── ConfigError             a person must change configuration
     │   ├── AccountNotFound         no account Block of that name
     │   ├── VaultDenied             a vault policy rejects the path
@@ -19,6 +20,8 @@ does with it: Prefect retries a task only for :class:`TransientError`.
     │   ├── LoginFailed             wrong user name or password
     │   ├── LoginLocked             the site locked logins after failed attempts
     │   ├── LoginRequired           nothing automatic can log in; a person must
+    │   ├── AccessTokenRejected     an API refused the OAuth access token: refresh needed
+    │   ├── AccessPathUnavailable   an access path cannot serve this sync; try the next one
     │   ├── SessionRejected         a page that needed the session got a login wall
     │   ├── UnexpectedResponse      the server returned something the connector cannot read
     │   ├── TokenUnwrapFailed       a wrapping token was already used or expired
@@ -37,6 +40,8 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "AccessPathUnavailable",
+    "AccessTokenRejected",
     "AccountNotFound",
     "BrowserBudgetExceeded",
     "BrowserCrashed",
@@ -59,6 +64,7 @@ __all__ = [
     "VaultDenied",
     "VaultUnavailable",
     "WardenError",
+    "WriteConflict",
     "is_transient",
 ]
 
@@ -122,6 +128,10 @@ class BrowserCrashed(TransientError):
     """Chromium or its page died during a browser job."""
 
 
+class WriteConflict(TransientError):
+    """A check-and-set write lost: another process wrote a new version of the same secret first."""
+
+
 class AccountNotFound(ConfigError):
     """No account of that name is registered."""
 
@@ -148,6 +158,21 @@ class LoginLocked(UpstreamError):
 
 class LoginRequired(UpstreamError):
     """No automatic login can work (no password, a CAPTCHA, a second factor): a person must log in."""
+
+
+class AccessTokenRejected(UpstreamError):
+    """An API refused the OAuth access token (revoked or expired): refresh it, do not retry the call as is."""
+
+
+class AccessPathUnavailable(UpstreamError):
+    """An access path of the account cannot serve this sync; the flow falls back to the next path.
+
+    ``path`` names the access path; ``__cause__`` holds the error that made it unavailable.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class SessionRejected(UpstreamError):

@@ -16,8 +16,9 @@ from typing import Protocol
 from pydantic import BaseModel, Field
 
 from warden.accounts import AccountConfig
-from warden.connectors.base import ProbeResult
-from warden.connectors.registry import build_connector
+from warden.connectors.base import ApiConnector, ProbeResult
+from warden.connectors.registry import build_api_connector, build_connector
+from warden.credentials.oauth import AccessToken
 from warden.credentials.tokens import RevocationProof, ScopedToken, TokenLedger, WrappedToken
 from warden.credentials.vault import VaultClient
 from warden.events import EventName, EventSink, LoggingSink, WardenEvent
@@ -52,7 +53,7 @@ class SyncSummary(BaseModel):
     """The outcome of one sync, as ``warden sync --json`` prints it and the run artifact shows it."""
 
     account: str
-    access_path: str
+    access_path: str = Field(description="The access path that served the sync: oauth or browser-session.")
     probe: str = Field(description="State the probe returned before any refresh.")
     refreshed: bool = False
     messages_seen: int = Field(default=0, description="New messages fetched and stored by this run.")
@@ -65,6 +66,9 @@ class SyncSummary(BaseModel):
     tokens_issued: int = 0
     tokens_revoked: int = 0
     browser_launches: int = 0
+    paths_unavailable: list[str] = Field(
+        default_factory=list, description="Access paths tried before the one that served, each with its reason."
+    )
     error: str | None = None
 
 
@@ -114,6 +118,18 @@ class SyncRun:
         self.fetch_outcome: FetchOutcome | None = None
         self.extract_outcome: ExtractOutcome | None = None
         self.proofs: list[RevocationProof] = []
+        # The oauth access path: the access token in use, one an API refused, and the provider revocations.
+        self.access_token: AccessToken | None = None
+        self.rejected_access_token: AccessToken | None = None
+        self.oauth_proofs: list[RevocationProof] = []
+        self._api_connector: ApiConnector | None = None
+
+    @property
+    def api_connector(self) -> ApiConnector:
+        """The API connector of the oauth access path, built on first use."""
+        if self._api_connector is None:
+            self._api_connector = build_api_connector(self.account)
+        return self._api_connector
 
     def emit(self, name: EventName, **payload: object) -> None:
         self.events.emit(WardenEvent(name=name, account=self.account.name, payload=dict(payload)))

@@ -406,7 +406,8 @@ async def extract(run: SyncRun, settings: ExtractionSettings | None = None) -> E
 
 def wipe(run: SyncRun) -> list[RevocationProof]:
     """Revoke every token the run issued and prove each revocation; raise if any is unproven."""
-    proofs = [run.vault.revoke_and_prove(wrapped) for wrapped in run.ledger.issued()]
+    # Provider revocations of OAuth access tokens happened after each fetch; they are reported here too.
+    proofs = [*run.oauth_proofs, *(run.vault.revoke_and_prove(wrapped) for wrapped in run.ledger.issued())]
     run.ledger.drop_secrets()
     run.vault.logout()
     run.proofs = proofs
@@ -422,7 +423,8 @@ def wipe(run: SyncRun) -> list[RevocationProof]:
         listing = "; ".join(f"accessor {proof.accessor} ({proof.action}): {proof.detail}" for proof in unproven)
         raise RevocationUnproven(
             f"Could not prove that {len(unproven)} of {len(proofs)} tokens of account '{run.account.name}' "
-            f"are revoked: {listing}. Revoke them by hand with `bao token revoke -accessor ACCESSOR` "
-            "and check the runner policy grants auth/token/revoke-accessor and lookup-accessor."
+            f"are revoked: {listing}. Revoke vault tokens by hand with `bao token revoke -accessor ACCESSOR` "
+            "and check the runner policy grants auth/token/revoke-accessor and lookup-accessor; for an OAuth "
+            "token (accessor oauth-...), check the provider's revocation and introspection endpoints."
         )
     return proofs

@@ -8,7 +8,7 @@ current directory (or ``WARDEN_STACK_DIR`` names one), its ``env`` and
 take precedence.
 """
 
-from warden.cli import accounts, sessions, sync  # noqa: F401 - importing a module registers its commands
+from warden.cli import accounts, oauth, sessions, sync  # noqa: F401 - importing a module registers its commands
 from warden.cli.app import app, load_stack_env
 
 __all__ = ["app", "load_stack_env"]

@@ -86,6 +86,20 @@ def account_add(
     replace: Annotated[
         bool, typer.Option("--replace", help="Overwrite an account of the same name instead of refusing.")
     ] = False,
+    access_path: Annotated[
+        list[str] | None,
+        typer.Option(help="Access path, repeated in order of preference: oauth, browser-session (the default)."),
+    ] = None,
+    oauth_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON file with the OAuth client (client_id, token_url, authorization_url, revocation_url, "
+            "introspection_url, scope) and the API (api_connector, api_options). No secrets."
+        ),
+    ] = None,
+    oauth_client_secret_file: Annotated[
+        Path | None, typer.Option(help="File (mode 0600) holding the OAuth client secret, stored in the vault.")
+    ] = None,
 ) -> None:
     """Register an account: vault policies, transit key and login secret, then its Block.
 
@@ -97,6 +111,9 @@ def account_add(
     from flows.registration import register_account
 
     _check_account_options(name, url, username, session_lifetime_seconds)
+
+    oauth_fields = _oauth_fields(oauth_config, access_path) if oauth_config or access_path else {}
+    client_secret = _read_secret_file(oauth_client_secret_file) if oauth_client_secret_file else None
 
     password = None
     if password_stdin:
@@ -115,7 +132,68 @@ def account_add(
             vault_block=vault_block,
             session_lifetime_seconds=session_lifetime_seconds,
             replace=replace,
+            oauth_client_secret=client_secret,
+            **oauth_fields,
         ),
         what=f"register account '{name}'",
     )
     console.print(f"Account '{name}' registered. Sync it with `warden sync {name}`.")
+    if (
+        oauth_fields.get("oauth")
+        and oauth_fields["oauth"].get("grant_type", "authorization_code") != "client_credentials"
+    ):
+        console.print(f"Authorize its OAuth access path once with `warden oauth authorize {name}`.")
+
+
+def _oauth_fields(config_file: Path | None, access_paths: list[str] | None) -> dict[str, Any]:
+    import json
+
+    from pydantic import ValidationError
+
+    from warden.accounts import AccessPath
+    from warden.credentials.oauth import OAuthSettings
+
+    fields: dict[str, Any] = {}
+    valid_paths = [path.value for path in AccessPath]
+    for path in access_paths or []:
+        if path not in valid_paths:
+            fail("Invalid --access-path", f"{path!r}: use one of {', '.join(valid_paths)}.", code=2)
+    if access_paths:
+        fields["access_paths"] = access_paths
+
+    if config_file is not None:
+        try:
+            document = json.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            fail("Unreadable --oauth-config", f"{config_file}: {exc}. Give a JSON object.", code=2)
+        if not isinstance(document, dict):
+            fail("Invalid --oauth-config", f"{config_file} holds no JSON object.", code=2)
+        for key in ("api_connector", "api_options"):
+            if key in document:
+                fields[key] = document.pop(key)
+        if any("secret" in key for key in document):
+            fail("Secret in --oauth-config", "pass the client secret with --oauth-client-secret-file only.", code=2)
+        try:
+            fields["oauth"] = OAuthSettings.model_validate(document).model_dump(mode="json")
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors())
+            fail("Invalid --oauth-config", f"{config_file}: {problems}.", code=2)
+
+    if "oauth" in (access_paths or []) and "oauth" not in fields:
+        fail("Missing --oauth-config", "the access path 'oauth' needs the OAuth client settings.", code=2)
+    return fields
+
+
+def _read_secret_file(path: Path) -> Any:
+    from pydantic import SecretStr
+
+    try:
+        mode = path.stat().st_mode
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        fail("Unreadable secret file", f"{path}: {exc.strerror}.", code=2)
+    if mode & 0o077:
+        fail("Secret file readable by others", f"{path} has mode {mode & 0o777:o}; run `chmod 600 {path}`.", code=2)
+    if not value:
+        fail("Empty secret file", f"{path} is empty.", code=2)
+    return SecretStr(value)

@@ -89,20 +89,26 @@ def status(
         return
 
     table = Table(title="Accounts (times UTC)")
-    for column in ("account", "kind", "session", "expires", "last run", "at", "msgs", "pending"):
+    for column in ("account", "paths", "session", "expires", "last run", "via", "at", "msgs", "pending"):
         table.add_column(column, no_wrap=column in ("account", "expires", "at"))
     for row in rows:
         table.add_row(
             escape(row["account"]),
-            escape(row["connector"]),
+            escape(",".join(_short_path(path) for path in row["access_paths"])),
             row["session"],
             _short_time(row["expires_at"]),
             row["last_run_state"] or "never",
+            escape(_short_path(row["last_access_path"]) if row["last_access_path"] else "-"),
             _short_time(row["last_run_finished_at"]),
             str(row["messages"]),
             str(row["pending_extractions"]),
         )
     console.print(table)
+
+
+def _short_path(path: str) -> str:
+    # "browser-session" would take a third of an 80-column terminal.
+    return "browser" if path == "browser-session" else path
 
 
 @app.command()

@@ -11,6 +11,11 @@ A connector for a site with a browser session implements:
   with plain HTTP, without side effects on the account (no read flags, no
   moves, no deletes).
 
+An API connector of the oauth access path (IMAP, an HTTP API) implements
+``open(access_token)``, which yields an :class:`ApiSession` that lists and
+downloads items with an OAuth access token and raises
+:class:`~warden.errors.AccessTokenRejected` when the API refuses the token.
+
 Adding a site is one module in this package plus an account Block; nothing in
 ``flows/`` changes.
 """
@@ -31,6 +36,8 @@ if TYPE_CHECKING:
     from warden.sessions.state import SessionState
 
 __all__ = [
+    "ApiConnector",
+    "ApiSession",
     "Connector",
     "ItemRef",
     "ItemSession",
@@ -131,4 +138,36 @@ class Connector(Protocol):
 
     def open(self, state: SessionState) -> AbstractAsyncContextManager[ItemSession]:
         """Open a replayed session for listing and fetching items."""
+        ...
+
+
+class ApiSession(Protocol):
+    """An API session authenticated with an OAuth access token; see :meth:`ApiConnector.open`."""
+
+    requests_sent: int
+
+    async def list_new(self, mailbox: str, *, after_uid: int, uidvalidity: int) -> tuple[list[ItemRef], int]:
+        """Return refs above ``after_uid`` in ascending order, and the folder's current UIDVALIDITY (0 if none).
+
+        ``uidvalidity`` is the stored one; when the source reports another, all items are new.
+        """
+        ...
+
+    async def fetch_raw(self, item: ItemRef) -> bytes:
+        """Download one item (an RFC 822 message) without changing its state at the source."""
+        ...
+
+
+class ApiConnector(Protocol):
+    """The operations an API connector of the oauth access path offers to the flows."""
+
+    kind: str
+
+    @property
+    def site(self) -> str:
+        """The host (and port) its requests go to, which names its per-site limit."""
+        ...
+
+    def open(self, access_token: SecretStr) -> AbstractAsyncContextManager[ApiSession]:
+        """Authenticate with ``access_token``; raise AccessTokenRejected when the API refuses it."""
         ...

@@ -9,9 +9,9 @@ from warden.errors import ConfigError
 
 if TYPE_CHECKING:
     from warden.accounts import AccountConfig
-    from warden.connectors.base import Connector
+    from warden.connectors.base import ApiConnector, Connector
 
-__all__ = ["build_connector", "connector_kinds"]
+__all__ = ["api_connector_kinds", "build_api_connector", "build_connector", "connector_kinds"]
 
 
 def _roundcube(config: AccountConfig) -> Connector:
@@ -45,5 +45,44 @@ def build_connector(config: AccountConfig) -> Connector:
         raise ConfigError(
             f"Account '{config.name}' names connector '{config.connector}', which does not exist. "
             f"Use one of: {', '.join(connector_kinds())}."
+        )
+    return factory(config)
+
+
+# -- API connectors of the oauth access path --------------------------------------
+
+
+def _imap(config: AccountConfig) -> ApiConnector:
+    from warden.connectors.imap import ImapConnector, parse_imap_options
+
+    options = parse_imap_options(config.api_options, account=config.name)
+    return ImapConnector(options, account=config.name, username=config.username)
+
+
+def _http_api(config: AccountConfig) -> ApiConnector:
+    from warden.connectors.http_api import HttpApiConnector, parse_http_api_options
+
+    options = parse_http_api_options(config.api_options, account=config.name)
+    return HttpApiConnector(options, account=config.name, http=config.http)
+
+
+_API_FACTORIES: dict[str, Callable[[AccountConfig], ApiConnector]] = {
+    "http-api": _http_api,
+    "imap": _imap,
+}
+
+
+def api_connector_kinds() -> list[str]:
+    """Return the names accepted in an account's ``api_connector`` field."""
+    return sorted(_API_FACTORIES)
+
+
+def build_api_connector(config: AccountConfig) -> ApiConnector:
+    """Return the API connector of the account's oauth access path; raise :class:`ConfigError` for an unknown kind."""
+    factory = _API_FACTORIES.get(config.api_connector)
+    if factory is None:
+        raise ConfigError(
+            f"Account '{config.name}' names API connector '{config.api_connector}', which does not exist. "
+            f"Use one of: {', '.join(api_connector_kinds())}."
         )
     return factory(config)

@@ -6,6 +6,12 @@ may only create child tokens through one token role whose
 ``allowed_policies_glob`` admits the per-account action policies below, and
 revoke and look up tokens by accessor for the wipe.
 
+An account with an OAuth access path has three more actions, each limited to
+its grant secret on KV v2 (client secret, refresh token, the current access
+token, a generation counter and a refresh lease): ``grant-probe`` reads it,
+``grant-refresh`` and ``api-fetch`` read and write it, always with
+check-and-set. None of them can read the login password or the session key.
+
 The guided login adds one action, ``store-password``, whose token may write
 the account's login secret and nothing else: it cannot read the secret back.
 
@@ -29,6 +35,7 @@ __all__ = [
     "render_action_policy",
     "render_runner_policy",
     "rule_for",
+    "actions_for",
 ]
 
 ACTION_POLICY_PREFIX = "warden-acct-"
@@ -44,6 +51,13 @@ class Action(StrEnum):
     FETCH = "fetch"
     # Replace the login secret with a password a person entered and the site accepted (guided login).
     STORE_PASSWORD = "store-password"
+    # OAuth access path: check the stored access token, refresh it, and use it at the API.
+    GRANT_PROBE = "grant-probe"
+    GRANT_REFRESH = "grant-refresh"
+    API_FETCH = "api-fetch"
+
+
+OAUTH_ACTIONS = frozenset({Action.GRANT_PROBE, Action.GRANT_REFRESH, Action.API_FETCH})
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,8 @@ class ActionRule:
     encrypt_session: bool
     num_uses: int
     write_login_secret: bool = False
+    read_oauth_grant: bool = False
+    write_oauth_grant: bool = False
 
 
 # A token serves every attempt of its task: the orchestrator retries a task up to twice, and a retry
@@ -62,7 +78,14 @@ class ActionRule:
 # probe and fetch decrypt up to three stored versions (the newest, then two older ones if it is
 # unreadable) and encrypt once; refresh reads the password, decrypts the newest version to seed
 # the browser, and encrypts once. Denied requests also consume uses.
+#
+# OAuth actions: grant-probe reads the grant once; grant-refresh reads it, takes the lease with one
+# write, polls while another worker holds the lease (at most LEASE_POLLS reads), then writes the
+# new tokens; api-fetch reads it, and after revoking the access token reads and clears it (one more
+# read and write on a lost race).
 ATTEMPTS_PER_TOKEN = 3
+LEASE_POLLS = 40
+_NO_SESSION = dict(read_login_secret=False, decrypt_session=False, encrypt_session=False)
 _RULES = {
     Action.PROBE: ActionRule(
         read_login_secret=False, decrypt_session=True, encrypt_session=True, num_uses=4 * ATTEMPTS_PER_TOKEN
@@ -76,12 +99,24 @@ _RULES = {
     Action.STORE_PASSWORD: ActionRule(
         read_login_secret=False, decrypt_session=False, encrypt_session=False, num_uses=2, write_login_secret=True
     ),
+    Action.GRANT_PROBE: ActionRule(**_NO_SESSION, num_uses=1 * ATTEMPTS_PER_TOKEN, read_oauth_grant=True),
+    Action.GRANT_REFRESH: ActionRule(
+        **_NO_SESSION, num_uses=(LEASE_POLLS + 4) * ATTEMPTS_PER_TOKEN, read_oauth_grant=True, write_oauth_grant=True
+    ),
+    Action.API_FETCH: ActionRule(
+        **_NO_SESSION, num_uses=5 * ATTEMPTS_PER_TOKEN, read_oauth_grant=True, write_oauth_grant=True
+    ),
 }
 
 
 def rule_for(action: Action) -> ActionRule:
     """Return the capabilities and use count of an action."""
     return _RULES[action]
+
+
+def actions_for(paths: AccountPaths) -> list[Action]:
+    """Return the actions an account has policies for: the OAuth ones only when it has a grant path."""
+    return [action for action in Action if paths.oauth_grant_path is not None or action not in OAUTH_ACTIONS]
 
 
 @dataclass(frozen=True)
@@ -93,10 +128,16 @@ class AccountPaths:
     login_secret_path: str
     transit_mount: str
     session_key: str
+    # KV v2 path of the OAuth grant on ``kv_mount``; None for accounts without an OAuth access path.
+    oauth_grant_path: str | None = None
 
     @property
     def login_secret_policy_path(self) -> str:
         return f"{self.kv_mount}/data/{self.login_secret_path}"
+
+    @property
+    def oauth_grant_policy_path(self) -> str | None:
+        return None if self.oauth_grant_path is None else f"{self.kv_mount}/data/{self.oauth_grant_path}"
 
 
 def action_policy_name(account: str, action: Action) -> str:
@@ -114,6 +155,14 @@ def render_action_policy(paths: AccountPaths, action: Action) -> str:
     if rule.write_login_secret:
         # KV v2 requires "create" for a path without a secret and "update" for a new version. No "read".
         blocks.append(f'path "{paths.login_secret_policy_path}" {{ capabilities = ["create", "update"] }}')
+    grant_path = paths.oauth_grant_policy_path
+    if (rule.read_oauth_grant or rule.write_oauth_grant) and grant_path is None:
+        raise ValueError(f"Account '{paths.account}' has no OAuth grant path, so it has no {action.value} policy.")
+    if rule.write_oauth_grant:
+        # Check-and-set writes need "create" for the first version and "update" after it.
+        blocks.append(f'path "{grant_path}" {{ capabilities = ["read", "create", "update"] }}')
+    elif rule.read_oauth_grant:
+        blocks.append(f'path "{grant_path}" {{ capabilities = ["read"] }}')
     if rule.decrypt_session:
         blocks.append(f'path "{paths.transit_mount}/decrypt/{paths.session_key}" {{ capabilities = ["update"] }}')
     if rule.encrypt_session:

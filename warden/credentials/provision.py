@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass
 
 import hvac
+import hvac.exceptions
 from pydantic import SecretStr
 
 from warden.credentials.policies import (
@@ -25,13 +26,13 @@ from warden.credentials.policies import (
     RUNNER_POLICY,
     TOKEN_ROLE,
     AccountPaths,
-    Action,
     action_policy_name,
+    actions_for,
     render_action_policy,
     render_runner_policy,
 )
 
-__all__ = ["RunnerCredentials", "provision_account", "provision_runner"]
+__all__ = ["RunnerCredentials", "provision_account", "provision_runner", "store_oauth_grant"]
 
 logger = logging.getLogger("warden.vault")
 
@@ -98,7 +99,7 @@ def provision_account(
     """Create the account's transit key and action policies, and store its login secret if given."""
     admin.secrets.transit.create_key(name=paths.session_key, mount_point=paths.transit_mount)
 
-    for action in Action:
+    for action in actions_for(paths):
         admin.sys.create_or_update_policy(
             action_policy_name(paths.account, action), render_action_policy(paths, action)
         )
@@ -110,3 +111,49 @@ def provision_account(
             mount_point=paths.kv_mount,
         )
     logger.info("vault.account_provisioned account=%s", paths.account)
+
+
+def store_oauth_grant(
+    admin: hvac.Client,
+    paths: AccountPaths,
+    *,
+    client_secret: SecretStr | None = None,
+    refresh_token: SecretStr | None = None,
+) -> int:
+    """Write the client secret and, after an authorization, the refresh token to the account's grant.
+
+    Fields not given keep their stored values. A new refresh token starts a new
+    generation and drops the stored access token. The write is a check-and-set
+    on the version read, so a worker's refresh in between is never overwritten
+    unnoticed. Returns the new version.
+    """
+    if paths.oauth_grant_path is None:
+        raise ValueError(f"Account '{paths.account}' has no OAuth access path, so it has no grant to store.")
+
+    try:
+        response = admin.secrets.kv.v2.read_secret_version(
+            path=paths.oauth_grant_path, mount_point=paths.kv_mount, raise_on_deleted_version=True
+        )
+        fields = {key: str(value) for key, value in response["data"]["data"].items()}
+        version = int(response["data"]["metadata"]["version"])
+    except hvac.exceptions.InvalidPath:
+        fields, version = {}, 0
+
+    if client_secret is not None:
+        fields["client_secret"] = client_secret.get_secret_value()
+    if refresh_token is not None:
+        fields.update(
+            refresh_token=refresh_token.get_secret_value(),
+            access_token="",
+            access_expires_at="",
+            lease_holder="",
+            lease_expires_at="",
+            generation=str(int(fields.get("generation") or 0) + 1),
+        )
+    fields.setdefault("generation", "0")
+
+    response = admin.secrets.kv.v2.create_or_update_secret(
+        path=paths.oauth_grant_path, secret=fields, cas=version, mount_point=paths.kv_mount
+    )
+    logger.info("vault.oauth_grant_stored account=%s refresh_token=%s", paths.account, refresh_token is not None)
+    return int(response["data"]["version"])

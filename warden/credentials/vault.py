@@ -42,11 +42,15 @@ from warden.errors import (
     VaultDenied,
     VaultUnavailable,
     WardenError,
+    WriteConflict,
 )
 
 __all__ = ["VaultClient", "VaultSettings"]
 
 logger = logging.getLogger("warden.vault")
+
+# Fields of a stored OAuth grant whose values are secrets.
+GRANT_SECRET_FIELDS = ("client_secret", "refresh_token", "access_token")
 
 # Secret ids unwrapped in this process, by SHA-256 of their wrapping token: a wrapping token works once.
 _unwrapped_secret_ids: dict[str, SecretStr] = {}
@@ -175,7 +179,7 @@ class VaultClient:
 
     def issue(self, paths: AccountPaths, action: Action, *, ttl_seconds: int) -> WrappedToken:
         """Create a wrapped child token allowed only ``action`` on ``paths`` (``auth/token/create/:role``)."""
-        rule = rule_for(action)
+        num_uses = rule_for(action).num_uses
         policy = action_policy_name(paths.account, action)
 
         with _vault_errors(
@@ -189,7 +193,7 @@ class VaultClient:
                 policies=[policy],
                 ttl=f"{ttl_seconds}s",
                 explicit_max_ttl=f"{ttl_seconds}s",
-                num_uses=rule.num_uses,
+                num_uses=num_uses,
                 renewable=False,
                 no_default_policy=True,
                 meta={"account": paths.account, "action": action.value},
@@ -213,7 +217,7 @@ class VaultClient:
             policies=(policy,),
             issued_at=issued_at,
             expires_at=issued_at + timedelta(seconds=ttl_seconds),
-            num_uses=rule.num_uses,
+            num_uses=num_uses,
         )
         logger.info(
             "vault.token_issued account=%s action=%s accessor=%s ttl_seconds=%d num_uses=%d",
@@ -221,7 +225,7 @@ class VaultClient:
             action.value,
             wrapped.accessor,
             ttl_seconds,
-            rule.num_uses,
+            num_uses,
         )
         return wrapped
 
@@ -291,6 +295,63 @@ class VaultClient:
         version = response["data"]["version"]
         logger.info("vault.login_secret_written account=%s version=%s", paths.account, version)
         return version
+
+    def read_oauth_grant(self, token: ScopedToken, paths: AccountPaths) -> tuple[dict[str, str], int]:
+        """Read the account's OAuth grant from KV v2; return its fields and version (0 when none is stored)."""
+        path = self._grant_path(paths)
+        client = self._client(token.secret.get_secret_value())
+        try:
+            with _vault_errors(
+                self._settings.address,
+                "read the OAuth grant",
+                path=paths.oauth_grant_policy_path,
+                account=paths.account,
+            ):
+                response = client.secrets.kv.v2.read_secret_version(
+                    path=path, mount_point=paths.kv_mount, raise_on_deleted_version=True
+                )
+        except ConfigError as exc:
+            if isinstance(exc.__cause__, hvac.exceptions.InvalidPath):
+                return {}, 0
+            raise
+
+        data = {key: str(value) for key, value in response["data"]["data"].items()}
+        for key in GRANT_SECRET_FIELDS:
+            if data.get(key):
+                register_secret(data[key])
+        return data, int(response["data"]["metadata"]["version"])
+
+    def write_oauth_grant(self, token: ScopedToken, paths: AccountPaths, data: dict[str, str], *, cas: int) -> int:
+        """Write a new version of the OAuth grant only if ``cas`` is still the current version; return the new one.
+
+        Raises:
+            WriteConflict: another process wrote a newer version first.
+        """
+        path = self._grant_path(paths)
+        client = self._client(token.secret.get_secret_value())
+        try:
+            response = client.secrets.kv.v2.create_or_update_secret(
+                path=path, secret=data, cas=cas, mount_point=paths.kv_mount
+            )
+        except hvac.exceptions.InvalidRequest as exc:
+            if "check-and-set" not in str(exc):
+                raise _map_error(
+                    exc, self._settings.address, "write the OAuth grant", paths.oauth_grant_policy_path, paths.account
+                ) from exc
+            raise WriteConflict(
+                f"The OAuth grant of account '{paths.account}' changed since version {cas} was read; read it again."
+            ) from exc
+        except (hvac.exceptions.VaultError, requests.RequestException) as exc:
+            raise _map_error(
+                exc, self._settings.address, "write the OAuth grant", paths.oauth_grant_policy_path, paths.account
+            ) from exc
+        return int(response["data"]["version"])
+
+    @staticmethod
+    def _grant_path(paths: AccountPaths) -> str:
+        if paths.oauth_grant_path is None:
+            raise BugError(f"Account '{paths.account}' has no OAuth grant path, yet its grant was asked for.")
+        return paths.oauth_grant_path
 
     def encrypt(self, token: ScopedToken, paths: AccountPaths, plaintext: bytes) -> str:
         """Encrypt with the account's transit key (``transit/encrypt/:key``); return the ciphertext."""
