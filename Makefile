@@ -26,6 +26,7 @@ status:
 
 bench: install
 	$(PYTHON) -m bench.probe --json
+	$(PYTHON) -m bench.extract --json
 
 clean: stop
 	rm -rf $(STACK_DIR)

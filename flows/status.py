@@ -36,6 +36,7 @@ async def collect_status() -> list[dict[str, Any]]:
     store = default_document_store()
     last_runs = store.last_runs()
     pending = store.pending_counts()
+    deferred = store.pending_counts(status="deferred")
     now = datetime.now(UTC)
 
     rows = []
@@ -58,6 +59,7 @@ async def collect_status() -> list[dict[str, Any]]:
                 "last_run_finished_at": finished.isoformat(timespec="seconds") if finished else None,
                 "messages": store.message_count(name),
                 "pending_extractions": pending.get(name, 0),
+                "deferred_extractions": deferred.get(name, 0),
             }
         )
     return rows

@@ -313,6 +313,7 @@ def _fill_counts(summary: SyncSummary, run: SyncRun | None, documents: DocumentS
         summary.attachments_skipped = run.extract_outcome.skipped
         summary.failed = run.extract_outcome.failed
     summary.attachments_pending = documents.pending_counts().get(summary.account, 0)
+    summary.attachments_deferred = documents.pending_counts(status="deferred").get(summary.account, 0)
     if failed:
         summary.failed += 1
 

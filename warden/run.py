@@ -61,6 +61,9 @@ class SyncSummary(BaseModel):
     attachments_extracted: int = 0
     attachments_skipped: int = Field(default=0, description="Attachments found encrypted or of an unsupported type.")
     attachments_pending: int = Field(default=0, description="Attachments of this account still waiting for extraction.")
+    attachments_deferred: int = Field(
+        default=0, description="Attachments whose OCR waits for the background extraction flow."
+    )
     failed: int = Field(default=0, description="Attachments whose extraction failed, plus 1 when the sync failed.")
     run_url: str | None = None
     tokens_issued: int = 0
@@ -89,6 +92,8 @@ class ExtractOutcome:
     extracted: int = 0
     skipped: int = 0
     failed: int = 0
+    # Attachments whose OCR waits for the background extraction flow.
+    deferred: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
 
 

@@ -35,7 +35,8 @@ from warden.errors import (
     WardenError,
 )
 from warden.events import EventName
-from warden.extraction import ExtractionSettings, extract_in_sandbox
+from warden.extraction import FAILURE_STATUSES, ExtractionSettings, extract_in_sandbox
+from warden.extraction.background import stored_status
 from warden.run import ExtractOutcome, FetchOutcome, SyncRun
 from warden.sessions.capture import login_and_capture
 from warden.sessions.forecast import Forecast, forecast_expiry, refresh_margin
@@ -369,7 +370,7 @@ async def extract(run: SyncRun, settings: ExtractionSettings | None = None) -> E
         details = result.model_dump(mode="json", exclude={"text"})
         run.documents.record_extraction(
             item.id,
-            status=result.status,
+            status=stored_status(result),
             mime_type=result.mime_type,
             text=result.text,
             error=result.error,
@@ -380,7 +381,9 @@ async def extract(run: SyncRun, settings: ExtractionSettings | None = None) -> E
             outcome.extracted += 1
         if result.status in ("encrypted", "unsupported"):
             outcome.skipped += 1
-        if result.status == "failed":
+        if result.deferred:
+            outcome.deferred += 1
+        if result.status in FAILURE_STATUSES:
             outcome.failed += 1
             run.emit(
                 EventName.EXTRACTION_FAILED,

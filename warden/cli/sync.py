@@ -89,7 +89,7 @@ def status(
         return
 
     table = Table(title="Accounts (times UTC)")
-    for column in ("account", "paths", "session", "expires", "last run", "via", "at", "msgs", "pending"):
+    for column in ("account", "paths", "session", "expires", "last run", "via", "at", "msgs", "pending", "deferred"):
         table.add_column(column, no_wrap=column in ("account", "expires", "at"))
     for row in rows:
         table.add_row(
@@ -102,6 +102,7 @@ def status(
             _short_time(row["last_run_finished_at"]),
             str(row["messages"]),
             str(row["pending_extractions"]),
+            str(row["deferred_extractions"]),
         )
     console.print(table)
 

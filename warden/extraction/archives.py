@@ -4,7 +4,7 @@ Members are never written to disk: each one is decompressed into memory
 through :func:`read_limited`, which charges every chunk to the budget before
 it reads the next, and is then extracted one nesting level deeper. Members
 whose path is absolute or climbs out with ``..``, links, and members whose
-path runs through a link are recorded as failed and never read.
+path runs through a link are recorded as malformed, with the reason, and never read.
 """
 
 from __future__ import annotations
@@ -97,10 +97,10 @@ def through_link_rejection(link: str) -> str:
 
 
 def zip_to_text(data: bytes, mime_type: str, ctx: ExtractionContext) -> Extracted:
-    """Extract every regular member of a zip archive, trying the configured passwords."""
+    """Extract every regular member of a zip archive, trying the passwords passed in."""
     out = ContainerOutput(ctx, mime_type)
     meter = ContainerMeter(ctx.budget, name=ctx.label, container_bytes=len(data))
-    passwords = [secret.get_secret_value().encode("utf-8") for secret in ctx.settings.passwords]
+    passwords = [password.encode("utf-8") for password in ctx.passwords]
     links = LinkGuard()
     current: str | None = None
 
@@ -128,6 +128,7 @@ def zip_to_text(data: bytes, mime_type: str, ctx: ExtractionContext) -> Extracte
                         path,
                         f"declares {info.file_size} bytes, more than the "
                         f"{ctx.budget.remaining_bytes} bytes left of max_total_bytes",
+                        status="too_large",
                     )
                     continue
 
@@ -198,8 +199,8 @@ def read_zip_member(
 
 def encrypted_reason(password_count: int) -> str:
     if password_count == 0:
-        return "encrypted, and the extraction settings hold no passwords to try"
-    return f"encrypted, and none of the {password_count} passwords in the extraction settings opened it"
+        return "encrypted, and no passwords were passed to try"
+    return f"encrypted, and none of the {password_count} passwords opened it"
 
 
 def tar_to_text(data: bytes, mime_type: str, ctx: ExtractionContext) -> Extracted:

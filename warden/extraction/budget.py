@@ -12,11 +12,14 @@ from __future__ import annotations
 import time
 from typing import BinaryIO
 
+from warden.extraction.results import BudgetUsage, ExtractionStatus
 from warden.extraction.settings import ExtractionSettings
 
 __all__ = ["ContainerMeter", "ExtractionBudget", "LimitExceeded", "read_limited"]
 
 READ_CHUNK_BYTES = 256 * 1024
+# Settings whose limit means the work ran out of time; every other limit is a size.
+TIME_SETTINGS = frozenset({"timeout_seconds", "max_cpu_seconds", "ocr_max_seconds"})
 
 
 class LimitExceeded(Exception):
@@ -30,6 +33,11 @@ class LimitExceeded(Exception):
     def __init__(self, setting: str, message: str) -> None:
         super().__init__(message)
         self.setting = setting
+
+    @property
+    def status(self) -> ExtractionStatus:
+        """Status of a file that this limit stopped before any text came out."""
+        return "timeout" if self.setting in TIME_SETTINGS else "too_large"
 
 
 class ExtractionBudget:
@@ -47,7 +55,25 @@ class ExtractionBudget:
         self.entries = 0
         self.text_chars = 0
         self.ocr_pages = 0
+        self.ocr_seconds = 0.0
+        self.deferred_pages = 0
+        self.table_cells = 0
+        self.max_depth = 0
         self.exhausted: LimitExceeded | None = None
+
+    def usage(self) -> BudgetUsage:
+        return BudgetUsage(
+            bytes_written=self.bytes_written,
+            entries=self.entries,
+            max_depth=self.max_depth,
+            text_chars=min(self.text_chars, self.settings.max_text_chars),
+            ocr_pages=self.ocr_pages,
+            ocr_seconds=round(self.ocr_seconds, 3),
+            deferred_pages=self.deferred_pages,
+        )
+
+    def note_depth(self, depth: int) -> None:
+        self.max_depth = max(self.max_depth, depth)
 
     @property
     def remaining_bytes(self) -> int:
@@ -122,10 +148,20 @@ class ExtractionBudget:
         )
 
     def take_ocr_page(self) -> bool:
-        """Reserve one page of the attachment's OCR allowance; return False when none is left."""
-        if self.ocr_pages >= self.settings.ocr_max_pages:
+        """Reserve one page of the attachment's OCR allowance; return False when no page or second is left."""
+        if self.ocr_pages >= self.settings.ocr_max_pages or self.ocr_seconds_left() <= 0:
             return False
         self.ocr_pages += 1
+        return True
+
+    def ocr_seconds_left(self) -> float:
+        return self.settings.ocr_max_seconds - self.ocr_seconds
+
+    def take_table_cells(self, count: int) -> bool:
+        """Reserve ``count`` cells of ``max_table_cells``; return False when they do not fit."""
+        if self.table_cells + count > self.settings.max_table_cells:
+            return False
+        self.table_cells += count
         return True
 
     def _exhaust(self, setting: str, message: str) -> None:

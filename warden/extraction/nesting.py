@@ -17,6 +17,7 @@ from warden.extraction.results import (
     Extracted,
     ExtractionStatus,
     MemberResult,
+    TableResult,
     container_status,
     summarize_member_errors,
 )
@@ -41,10 +42,16 @@ class ExtractionContext:
     extract_node: ExtractNode
     filename: str | None = None
     path: tuple[str, ...] = ()
+    passwords: tuple[str, ...] = ()
 
     @property
     def depth(self) -> int:
         return len(self.path)
+
+    @property
+    def table_path(self) -> str:
+        """Member path of this file, for the tables it holds: '' for the attachment itself."""
+        return "/".join(self.path)
 
     @property
     def label(self) -> str:
@@ -58,6 +65,7 @@ class ExtractionContext:
             extract_node=self.extract_node,
             filename=self.filename,
             path=(*self.path, name),
+            passwords=self.passwords,
         )
 
     def member_path(self, name: str) -> str:
@@ -71,6 +79,7 @@ class ContainerOutput:
         self.ctx = ctx
         self.mime_type = mime_type
         self.members: list[MemberResult] = []
+        self.tables: list[TableResult] = []
         self.text_blocks: list[str] = []
         self.stopped: LimitExceeded | None = None
 
@@ -86,12 +95,14 @@ class ContainerOutput:
                 f"nested {self.ctx.depth + 1} levels deep, more than "
                 f"max_depth={self.ctx.settings.max_depth}; raise max_depth in the extraction "
                 "settings to read it",
+                status="too_large",
                 count_entry=False,
             )
 
         node = self.ctx.extract_node(data, name, declared_type, self.ctx.child(name))
-        member = node.to_member(path)
+        member = node.to_member(path, declared_type)
         self.members.append(member)
+        self.tables.extend(node.tables)
         if node.text:
             self.text_blocks.append(f"{member_header(path)}\n{node.text}")
         return member
@@ -101,7 +112,7 @@ class ContainerOutput:
         name: str,
         reason: str,
         *,
-        status: ExtractionStatus = "failed",
+        status: ExtractionStatus = "malformed",
         mime_type: str | None = None,
         count_entry: bool = True,
     ) -> MemberResult:
@@ -120,28 +131,39 @@ class ContainerOutput:
                 MemberResult(
                     path=self.ctx.member_path(current_name),
                     mime_type=None,
-                    status="failed",
+                    status=exc.status,
                     error=str(exc),
                 )
             )
 
-    def finish(self, *, own_text: str = "", failure: str | None = None) -> Extracted:
+    def finish(
+        self, *, own_text: str = "", failure: str | None = None, failure_status: ExtractionStatus = "malformed"
+    ) -> Extracted:
         """Return the container's node: its own text, then each member's text under its path.
 
         ``failure`` is the reason the container could not be read to its end (a
-        damaged archive); a limit recorded with :meth:`stop` counts as one too.
+        damaged archive, with ``failure_status``); a limit recorded with
+        :meth:`stop` counts as one too, with the limit's status.
         """
         text = "\n\n".join(block for block in (own_text, *self.text_blocks) if block)
         # A budget exhausted in a member stops this container too: later members were skipped.
         stopped = self.stopped or self.ctx.budget.exhausted
         if failure is None and stopped is not None:
             failure = f"Extraction stopped early: {stopped}"
+            failure_status = stopped.status
 
         if failure is not None:
             readable = bool(own_text) or any(m.status in ("ok", "partial") for m in self.members)
-            status: ExtractionStatus = "partial" if readable else "failed"
+            status: ExtractionStatus = "partial" if readable else failure_status
             error: str | None = failure
         else:
             status = container_status(self.members, has_text=bool(own_text))
             error = summarize_member_errors(self.members)
-        return Extracted(status=status, mime_type=self.mime_type, text=text, error=error, members=self.members)
+        return Extracted(
+            status=status,
+            mime_type=self.mime_type,
+            text=text,
+            error=error,
+            tables=self.tables,
+            members=self.members,
+        )

@@ -1,4 +1,8 @@
-"""Optical character recognition with tesseract, bounded by the budget's deadline."""
+"""Optical character recognition with tesseract, bounded by the budget's deadline and OCR seconds.
+
+Importing this module needs the ``ocr`` extra (pytesseract and Pillow); the
+stages import it only when a page or image needs OCR.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,11 @@ from PIL import Image
 
 from warden.extraction.budget import ExtractionBudget, LimitExceeded
 
-__all__ = ["fit_to_pixels", "ocr_image"]
+__all__ = ["OCR_ERRORS", "fit_to_pixels", "ocr_image"]
 
 MIN_OCR_SECONDS = 1.0
+# Failures of tesseract itself that leave the rest of a document readable.
+OCR_ERRORS = (pytesseract.TesseractError, pytesseract.TesseractNotFoundError, OSError)
 
 
 def fit_to_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
@@ -44,17 +50,21 @@ def prepare_for_ocr(image: Image.Image, max_pixels: int) -> Image.Image:
 def ocr_image(image: Image.Image, budget: ExtractionBudget) -> str:
     """Return the text tesseract reads in ``image``.
 
-    Raises :class:`LimitExceeded` when the deadline leaves too little time, or
-    when tesseract is killed for running past it.
+    Raises :class:`LimitExceeded` when the deadline or ``ocr_max_seconds``
+    leaves too little time, or when tesseract is killed for running past it.
+    The caller charges the seconds spent to ``budget.ocr_seconds``.
     """
     settings = budget.settings
     budget.check()
-    timeout_seconds = budget.remaining_seconds()
+    ocr_seconds_left = budget.ocr_seconds_left()
+    timeout_seconds = min(budget.remaining_seconds(), ocr_seconds_left)
+    limit = "ocr_max_seconds" if ocr_seconds_left < budget.remaining_seconds() else "timeout_seconds"
+    limit_value = settings.ocr_max_seconds if limit == "ocr_max_seconds" else settings.timeout_seconds
     if timeout_seconds < MIN_OCR_SECONDS:
         raise LimitExceeded(
-            "timeout_seconds",
-            f"Too little time was left for OCR (timeout_seconds={settings.timeout_seconds:g}). "
-            "If the file is legitimate, raise timeout_seconds in the extraction settings.",
+            limit,
+            f"Too little time was left for OCR ({limit}={limit_value:g}). "
+            f"If the file is legitimate, raise {limit} in the extraction settings.",
         )
 
     prepared = prepare_for_ocr(image, settings.ocr_max_pixels)
@@ -73,9 +83,9 @@ def ocr_image(image: Image.Image, budget: ExtractionBudget) -> str:
         # pytesseract raises a bare RuntimeError when it kills tesseract at the timeout.
         if "timeout" in str(exc).lower():
             raise LimitExceeded(
-                "timeout_seconds",
-                f"OCR ran past the deadline (timeout_seconds={settings.timeout_seconds:g}). "
-                "If the file is legitimate, raise timeout_seconds in the extraction settings.",
+                limit,
+                f"OCR ran past its time ({limit}={limit_value:g}). "
+                f"If the file is legitimate, raise {limit} in the extraction settings.",
             ) from exc
         raise
     return text.strip()

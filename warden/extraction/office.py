@@ -3,6 +3,11 @@
 Both formats are zip packages, so before a library opens one, the sizes its
 parts declare are charged to the budget. zipfile never returns more than a
 part's declared size, so that charge bounds what the libraries can inflate.
+
+A password-protected OOXML file is an OLE2 container around the encrypted
+package. msoffcrypto-tool decrypts it with the passwords passed in, and the
+decrypted package goes through the pipeline again at the same level.
+All three libraries come with the ``office`` extra.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree
 
 from warden.extraction.budget import ContainerMeter, LimitExceeded
-from warden.extraction.results import Extracted
+from warden.extraction.results import Extracted, TableResult
 
 if TYPE_CHECKING:
     from docx.document import Document as DocxDocument
@@ -25,7 +30,7 @@ if TYPE_CHECKING:
 
     from warden.extraction.nesting import ExtractionContext
 
-__all__ = ["docx_to_text", "xlsx_to_text"]
+__all__ = ["docx_to_text", "encrypted_office_to_text", "xlsx_to_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,36 +54,47 @@ def docx_to_text(data: bytes, mime_type: str, ctx: ExtractionContext) -> Extract
     charge_package(data, ctx)
     document = docx.Document(io.BytesIO(data))
 
-    headers, footers = header_footer_texts(document)
-    body = list(body_texts(document))
+    tables = DocxTables(ctx)
+    headers, footers = header_footer_texts(document, tables)
+    body = list(body_texts(document, tables))
     text = "\n".join(line for line in (*headers, *body, *footers) if line)
     text, cut = ctx.budget.fit_text(text)
     if cut is not None:
-        return Extracted(status="partial", mime_type=mime_type, text=text, error=str(cut))
-    return Extracted(status="ok", mime_type=mime_type, text=text)
+        return Extracted(status="partial", mime_type=mime_type, text=text, error=str(cut), tables=tables.results)
+    return Extracted(status="ok", mime_type=mime_type, text=text, tables=tables.results)
 
 
-def body_texts(document: DocxDocument) -> Iterator[str]:
+class DocxTables:
+    """Collector of a document's tables as rows, within ``max_table_cells``."""
+
+    def __init__(self, ctx: ExtractionContext) -> None:
+        self.ctx = ctx
+        self.results: list[TableResult] = []
+
+    def lines(self, table: Table) -> list[str]:
+        """Record the table's rows and return each row as its cell texts joined by `` | ``.
+
+        A merged cell repeats its text in every grid column it spans, as
+        python-docx reports it.
+        """
+        rows = [[" ".join(cell.text.split()) for cell in row.cells] for row in table.rows]
+        rows = [row for row in rows if any(row)]
+        if self.ctx.budget.take_table_cells(sum(len(row) for row in rows)):
+            self.results.append(TableResult(path=self.ctx.table_path, rows=rows))
+        else:
+            self.results.append(TableResult(path=self.ctx.table_path, truncated=True))
+        return [CELL_SEPARATOR.join(row) for row in rows]
+
+
+def body_texts(document: DocxDocument, tables: DocxTables) -> Iterator[str]:
     from docx.table import Table
 
     for block in document.iter_inner_content():
         if isinstance(block, Table):
-            yield from table_rows(block)
+            yield from tables.lines(block)
         else:
             yield block.text
     yield from text_box_texts(document)
-
-
-def table_rows(table: Table) -> Iterator[str]:
-    """Yield each row of a table as its cell texts joined by `` | ``.
-
-    A merged cell repeats its text in every grid column it spans, as
-    python-docx reports it.
-    """
-    for row in table.rows:
-        cells = [" ".join(cell.text.split()) for cell in row.cells]
-        if any(cells):
-            yield CELL_SEPARATOR.join(cells)
 
 
 def text_box_texts(document: DocxDocument) -> Iterator[str]:
@@ -99,7 +115,7 @@ def text_box_texts(document: DocxDocument) -> Iterator[str]:
                 yield text
 
 
-def header_footer_texts(document: DocxDocument) -> tuple[list[str], list[str]]:
+def header_footer_texts(document: DocxDocument, tables: DocxTables) -> tuple[list[str], list[str]]:
     """Return the distinct header and footer lines of all sections, in section order."""
     from docx.table import Table
 
@@ -110,7 +126,7 @@ def header_footer_texts(document: DocxDocument) -> tuple[list[str], list[str]]:
                 continue
             for block in part.iter_inner_content():
                 if isinstance(block, Table):
-                    lines.extend(table_rows(block))
+                    lines.extend(tables.lines(block))
                 elif block.text.strip():
                     lines.append(block.text)
         return list(dict.fromkeys(lines))
@@ -145,24 +161,34 @@ def xlsx_to_text(data: bytes, mime_type: str, ctx: ExtractionContext) -> Extract
         return shared_strings_fallback(data, mime_type, f"openpyxl could not open it ({exc!r})")
 
     lines: list[str] = []
+    tables: list[TableResult] = []
     try:
         if not workbook.worksheets:
             return shared_strings_fallback(
                 data, mime_type, "openpyxl found no worksheets (Strict OOXML is not supported)"
             )
         for sheet in workbook.worksheets:
+            table = TableResult(path=ctx.table_path, sheet=sheet.title)
+            tables.append(table)
             lines.append(f"[sheet {sheet.title}]")
-            lines.extend(sheet_rows(sheet, ctx))
+            lines.extend(sheet_rows(sheet, table, ctx))
     except LimitExceeded as exc:
         text = "\n".join(lines)
-        return Extracted(status="partial" if text else "failed", mime_type=mime_type, text=text, error=str(exc))
+        status = "partial" if text else exc.status
+        return Extracted(status=status, mime_type=mime_type, text=text, error=str(exc), tables=tables)
     finally:
         workbook.close()
 
-    return Extracted(status="ok", mime_type=mime_type, text="\n".join(lines))
+    return Extracted(status="ok", mime_type=mime_type, text="\n".join(lines), tables=tables)
 
 
-def sheet_rows(sheet: Any, ctx: ExtractionContext) -> Iterator[str]:
+def sheet_rows(sheet: Any, table: TableResult, ctx: ExtractionContext) -> Iterator[str]:
+    """Yield the sheet's non-empty rows as text lines, and keep them as the table's rows.
+
+    The sheet's declared dimension is discarded first: openpyxl would
+    otherwise pad every row to the claimed width and stream the claimed
+    height, however few rows the sheet stores.
+    """
     sheet.reset_dimensions()
     for count, row in enumerate(sheet.iter_rows(values_only=True), start=1):
         if count % ROWS_PER_DEADLINE_CHECK == 0:
@@ -170,10 +196,16 @@ def sheet_rows(sheet: Any, ctx: ExtractionContext) -> Iterator[str]:
         cells = [format_cell(value) for value in row]
         while cells and not cells[-1]:
             cells.pop()
-        if cells:
-            line = CELL_SEPARATOR.join(cells)
-            ctx.budget.charge_text(len(line))
-            yield line
+        if not cells:
+            continue
+
+        line = CELL_SEPARATOR.join(cells)
+        ctx.budget.charge_text(len(line))
+        if not table.truncated and ctx.budget.take_table_cells(len(cells)):
+            table.rows.append(cells)
+        else:
+            table.truncated = True
+        yield line
 
 
 def format_cell(value: object) -> str:
@@ -205,8 +237,49 @@ def shared_strings_fallback(data: bytes, mime_type: str, reason: str) -> Extract
 
     error = f"{reason}; only the workbook's shared strings were read, without cell positions"
     return Extracted(
-        status="partial" if strings else "failed",
+        status="partial" if strings else "malformed",
         mime_type=mime_type,
         text="\n".join(strings),
         error=error,
+    )
+
+
+def encrypted_office_to_text(data: bytes, mime_type: str, ctx: ExtractionContext) -> Extracted:
+    """Decrypt a password-protected Office file with the first password that fits, then extract it."""
+    if not ctx.passwords:
+        return Extracted(
+            status="encrypted",
+            mime_type=mime_type,
+            error=f"'{ctx.label}' is a password-protected Office document, and no passwords were passed to try.",
+        )
+
+    import msoffcrypto
+    from msoffcrypto.exceptions import DecryptionError, FileFormatError, InvalidKeyError
+
+    meter = ContainerMeter(ctx.budget, name=ctx.label, container_bytes=len(data))
+    for password in ctx.passwords:
+        decrypted = io.BytesIO()
+        try:
+            office_file = msoffcrypto.OfficeFile(io.BytesIO(data))
+            office_file.load_key(password=password)
+            office_file.decrypt(decrypted)
+        except (InvalidKeyError, DecryptionError):
+            continue
+        except FileFormatError as exc:
+            return Extracted(
+                status="malformed",
+                mime_type=mime_type,
+                error=f"Could not read the encryption of '{ctx.label}': {exc}",
+            )
+        meter.charge(decrypted.tell())
+        name = ctx.path[-1] if ctx.path else ctx.filename
+        return ctx.extract_node(decrypted.getvalue(), name, None, ctx)
+
+    return Extracted(
+        status="encrypted",
+        mime_type=mime_type,
+        error=(
+            f"'{ctx.label}' is a password-protected Office document, and none of the "
+            f"{len(ctx.passwords)} passwords opened it."
+        ),
     )

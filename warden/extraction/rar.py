@@ -53,7 +53,7 @@ def rar_to_text(data: bytes, mime_type: str, ctx: ExtractionContext) -> Extracte
     offset = data.find(RAR_SIGNATURE, 0, MAX_SFX_STUB_BYTES)
     if offset < 0:
         return Extracted(
-            status="failed",
+            status="malformed",
             mime_type=mime_type,
             error=f"Could not read '{ctx.label}' as RAR: no RAR 4 or RAR 5 signature found.",
         )
@@ -67,7 +67,7 @@ def rar_to_text(data: bytes, mime_type: str, ctx: ExtractionContext) -> Extracte
             archive = open_rar(archive_path, ctx)
         except RAR_HEADER_ERRORS as exc:
             return Extracted(
-                status="failed",
+                status="malformed",
                 mime_type=mime_type,
                 error=f"Could not read the RAR headers of '{ctx.label}': {exc}",
             )
@@ -75,7 +75,7 @@ def rar_to_text(data: bytes, mime_type: str, ctx: ExtractionContext) -> Extracte
             return Extracted(
                 status="encrypted",
                 mime_type=mime_type,
-                error=(f"The RAR archive's headers are {encrypted_reason(len(ctx.settings.passwords))}."),
+                error=(f"The RAR archive's headers are {encrypted_reason(len(ctx.passwords))}."),
             )
         return walk_rar(archive, archive_path, bsdtar, mime_type, len(data), ctx)
 
@@ -90,10 +90,10 @@ def open_rar(archive_path: Path, ctx: ExtractionContext) -> rarfile.RarFile | No
     if not (archive.needs_password() and not archive.infolist()):
         return archive
 
-    for secret in ctx.settings.passwords:
+    for password in ctx.passwords:
         candidate = rarfile.RarFile(str(archive_path), part_only=True)
         try:
-            candidate.setpassword(secret.get_secret_value())
+            candidate.setpassword(password)
             if candidate.infolist():
                 return candidate
         except (rarfile.BadRarFile, rarfile.RarWrongPassword):
@@ -113,6 +113,7 @@ def walk_rar(
     meter = ContainerMeter(ctx.budget, name=ctx.label, container_bytes=container_bytes)
     links = LinkGuard()
     current: str | None = None
+    tool_gaps: list[str] = []
 
     try:
         for info in archive.infolist():
@@ -145,21 +146,38 @@ def walk_rar(
                     path,
                     f"declares {info.file_size} bytes, more than the "
                     f"{ctx.budget.remaining_bytes} bytes left of max_total_bytes",
+                    status="too_large",
                 )
                 continue
             if bsdtar is None:
-                out.reject(path, "bsdtar is not installed, so RAR data cannot be decompressed")
+                out.reject(
+                    path,
+                    "bsdtar is not installed, so RAR data cannot be decompressed: install libarchive-tools",
+                    status="unsupported",
+                )
+                tool_gaps.append(path)
                 continue
 
             current = path
             member_data, failure = read_rar_member(bsdtar, archive_path, info, meter, ctx)
             current = None
-            if failure is not None:
-                out.reject(path, failure)
-            else:
+            if failure is None:
                 out.add(member_data, path)
+            elif "support unavailable" in failure:
+                # libarchive names the RAR features it lacks, e.g. "RAR solid archive support unavailable".
+                out.reject(path, failure, status="unsupported")
+                tool_gaps.append(path)
+            else:
+                out.reject(path, failure)
     except LimitExceeded as exc:
         out.stop(exc, current_name=current)
+        return out.finish()
+    if tool_gaps:
+        # The members are fine, but this reader cannot decompress them, so the archive is not complete.
+        return out.finish(
+            failure=f"bsdtar cannot decompress {len(tool_gaps)} of the members, the first '{tool_gaps[0]}'",
+            failure_status="unsupported",
+        )
     return out.finish()
 
 

@@ -11,10 +11,12 @@ it leads its own process group) with:
 * a cap of ``max_output_bytes`` on what it may send back;
 * a minimal environment (no credentials of this process) and a private
   working and temporary directory that is removed afterwards, whatever
-  happened.
+  happened;
+* with ``background_priority``, nice 19 and the idle I/O class, so the
+  worker only gets CPU and disk time that other programs leave.
 
-Every outcome, a crash or a limit included, comes back as an
-:class:`ExtractionResult`; nothing is raised to the caller.
+Every outcome of the file, a crash or a limit included, comes back as an
+:class:`ExtractionResult`. Only a worker that cannot be started raises.
 
 Linux only: the limits use ``prlimit`` and the reaping uses ``waitid``.
 """
@@ -22,6 +24,7 @@ Linux only: the limits use ``prlimit`` and the reaping uses ``waitid``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -31,13 +34,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import ValidationError
+import psutil
+from pydantic import SecretStr, ValidationError
 
 import warden
-from warden.extraction.results import ExtractionResult
+from warden.errors import ConfigError, TransientError
+from warden.extraction.results import ExtractionResult, ExtractionStatus
 from warden.extraction.settings import ExtractionSettings
 from warden.extraction.worker import apply_resource_limits
 
@@ -50,6 +56,9 @@ PIPE_READ_BYTES = 64 * 1024
 STDERR_TAIL_BYTES = 16 * 1024
 PROJECT_ROOT = Path(warden.__file__).resolve().parent.parent
 PASSED_ENVIRONMENT = ("PATH", "TESSDATA_PREFIX")
+LOWEST_PRIORITY_NICE = 19
+# Start failures that may pass on their own: too many processes, or no memory for a new one.
+TRANSIENT_START_ERRNOS = (errno.EAGAIN, errno.ENOMEM)
 
 
 def worker_deadline_margin_seconds(timeout_seconds: float) -> float:
@@ -64,6 +73,7 @@ class WorkerRun:
     stdout: bytearray = field(default_factory=bytearray)
     stderr_tail: bytes = b""
     returncode: int | None = None
+    peak_rss_bytes: int | None = None
     timed_out: bool = False
     output_exceeded: bool = False
 
@@ -74,17 +84,24 @@ def extract_in_sandbox(
     filename: str | None,
     declared_type: str | None,
     settings: ExtractionSettings,
+    passwords: Sequence[SecretStr] = (),
 ) -> ExtractionResult:
     """Extract the text of one attachment in a worker process with resource limits.
 
+    ``passwords`` (from the vault) are tried on encrypted files; they reach the
+    worker over its stdin pipe and never appear in the result or the log.
+
     Never raises for a bad file: crashes, limits and timeouts come back as a
-    result with status ``failed`` and an error that names the limit to raise.
+    result with status ``too_large``, ``malformed`` or ``timeout`` and an
+    error that names the limit to raise. Raises :class:`TransientError` when
+    the worker cannot be started for lack of processes or memory, and
+    :class:`ConfigError` when it cannot be started at all.
 
     Example::
 
         result = extract_in_sandbox(
             payload, filename="invoice.pdf", declared_type="application/pdf",
-            settings=ExtractionSettings(),
+            settings=ExtractionSettings(), passwords=[SecretStr(password_from_vault)],
         )
         if result.status in ("ok", "partial"):
             index(result.text)
@@ -92,16 +109,15 @@ def extract_in_sandbox(
     started = time.monotonic()
     name = filename or "the attachment"
     try:
-        run = run_worker(data, filename, declared_type, settings, started)
+        run = run_worker(data, filename, declared_type, settings, [p.get_secret_value() for p in passwords], started)
     except OSError as exc:
-        logger.warning("Could not start the extraction worker for %r", name, exc_info=True)
-        return failed_result(
-            filename,
-            declared_type,
-            started,
+        message = (
             f"Could not start the extraction worker for '{name}': {exc}. Check that "
-            f"{sys.executable} can run `-m warden.extraction.worker`.",
+            f"{sys.executable} can run `-m warden.extraction.worker`."
         )
+        if exc.errno in TRANSIENT_START_ERRNOS:
+            raise TransientError(message) from exc
+        raise ConfigError(message) from exc
 
     result = interpret(run, filename, declared_type, settings, started)
     logger.info(
@@ -140,13 +156,15 @@ def run_worker(
     filename: str | None,
     declared_type: str | None,
     settings: ExtractionSettings,
+    passwords: list[str],
     started: float,
 ) -> WorkerRun:
     deadline = started + settings.timeout_seconds
     header = {
         "filename": filename,
         "declared_type": declared_type,
-        "settings": settings.to_worker_payload(),
+        "settings": settings.model_dump(mode="json"),
+        "passwords": passwords,
         "deadline_monotonic": deadline - worker_deadline_margin_seconds(settings.timeout_seconds),
         "size": len(data),
     }
@@ -166,6 +184,8 @@ def run_worker(
         run = WorkerRun()
         try:
             apply_resource_limits(process.pid, settings)
+            if settings.background_priority:
+                lower_priority(process.pid)
             run = exchange(process, request, deadline, settings.max_output_bytes)
             if not run.timed_out and not run.output_exceeded:
                 run.timed_out = not wait_without_reaping(process.pid, deadline)
@@ -175,11 +195,29 @@ def run_worker(
             # Kill the group before reaping the leader, so that its process group
             # id cannot have been reused: this ends tools the worker left behind.
             kill_process_group(process.pid)
-            run.returncode = process.wait()
+            run.returncode, run.peak_rss_bytes = reap(process)
             for stream in (process.stdin, process.stdout, process.stderr):
                 if stream is not None and not stream.closed:
                     stream.close()
     return run
+
+
+def lower_priority(pid: int) -> None:
+    """Give the worker, and the tools it will start, the lowest CPU and I/O priority."""
+    os.setpriority(os.PRIO_PROCESS, pid, LOWEST_PRIORITY_NICE)
+    with contextlib.suppress(AttributeError, psutil.Error, OSError):
+        psutil.Process(pid).ionice(psutil.IOPRIO_CLASS_IDLE)
+
+
+def reap(process: subprocess.Popen[bytes]) -> tuple[int, int]:
+    """Wait for the worker; return its exit code and peak resident memory in bytes.
+
+    On Linux, ``ru_maxrss`` of a reaped process (in KiB) covers the
+    descendants it waited for, such as tesseract and bsdtar.
+    """
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_maxrss * 1024
 
 
 def exchange(
@@ -287,6 +325,7 @@ def interpret(
 
     if run.timed_out:
         return failed_result(
+            "timeout",
             filename,
             declared_type,
             started,
@@ -296,6 +335,7 @@ def interpret(
         )
     if run.output_exceeded:
         return failed_result(
+            "too_large",
             filename,
             declared_type,
             started,
@@ -304,13 +344,15 @@ def interpret(
             "max_text_chars, in the extraction settings.",
         )
     if run.returncode != 0:
-        return failed_result(filename, declared_type, started, crash_message(run, name, settings))
+        status, message = crash_outcome(run, name, settings)
+        return failed_result(status, filename, declared_type, started, message, run.peak_rss_bytes)
 
     try:
         result = ExtractionResult.model_validate_json(bytes(run.stdout))
     except ValidationError as exc:
         logger.warning("The extraction worker for %r returned an invalid result: %s", name, exc)
         return failed_result(
+            "malformed",
             filename,
             declared_type,
             started,
@@ -321,38 +363,39 @@ def interpret(
         update={
             "filename": filename,
             "declared_type": declared_type,
+            "worker_peak_rss_bytes": run.peak_rss_bytes,
             "elapsed_seconds": round(time.monotonic() - started, 3),
         }
     )
 
 
-def crash_message(run: WorkerRun, name: str, settings: ExtractionSettings) -> str:
+def crash_outcome(run: WorkerRun, name: str, settings: ExtractionSettings) -> tuple[ExtractionStatus, str]:
+    """Return the status and the explanation of a worker that exited without a result."""
     returncode = run.returncode or 0
     if returncode < 0:
         signal_name = signal_label(-returncode)
-        if -returncode == signal.SIGXCPU:
-            return (
+        if -returncode in (signal.SIGXCPU, signal.SIGKILL):
+            return "timeout", (
                 f"The extraction worker for '{name}' used up its CPU time "
                 f"(max_cpu_seconds={settings.max_cpu_seconds}) and was stopped with "
                 f"{signal_name}. If the file is legitimate, raise max_cpu_seconds in the "
                 "extraction settings."
             )
-        return (
+        return "malformed", (
             f"The extraction worker for '{name}' crashed with {signal_name}. Under a memory "
             f"limit of max_memory_bytes={settings.max_memory_bytes}, this is most often an "
-            "allocation that failed inside a parser, or the CPU hard limit (SIGKILL). If the "
-            "file is legitimate, raise max_memory_bytes (or max_cpu_seconds) in the "
-            "extraction settings."
+            "allocation that failed inside a parser on a damaged or hostile file. If the "
+            "file is legitimate, raise max_memory_bytes in the extraction settings."
         )
 
     if b"MemoryError" in run.stderr_tail:
-        return (
+        return "too_large", (
             f"The extraction worker for '{name}' ran out of memory "
             f"(max_memory_bytes={settings.max_memory_bytes}) and exited with status "
             f"{returncode}. If the file is legitimate, raise max_memory_bytes in the "
             "extraction settings."
         )
-    return (
+    return "malformed", (
         f"The extraction worker for '{name}' exited with status {returncode} without a "
         "result; its log is at DEBUG level of the warden.extraction.sandbox logger."
     )
@@ -365,12 +408,20 @@ def signal_label(number: int) -> str:
         return f"signal {number}"
 
 
-def failed_result(filename: str | None, declared_type: str | None, started: float, error: str) -> ExtractionResult:
+def failed_result(
+    status: ExtractionStatus,
+    filename: str | None,
+    declared_type: str | None,
+    started: float,
+    error: str,
+    peak_rss_bytes: int | None = None,
+) -> ExtractionResult:
     return ExtractionResult(
-        status="failed",
+        status=status,
         mime_type=None,
         declared_type=declared_type,
         filename=filename,
         error=error,
+        worker_peak_rss_bytes=peak_rss_bytes,
         elapsed_seconds=round(time.monotonic() - started, 3),
     )

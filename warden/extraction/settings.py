@@ -1,10 +1,14 @@
-"""The one settings object that every extraction stage reads."""
+"""The one settings object that every extraction stage reads.
+
+The settings hold limits and switches only, never a password: they are safe
+to keep in an account Block or a deployment's parameters. Passwords for
+encrypted files come from the vault and go to ``extract_bytes`` or
+``extract_in_sandbox`` as their own argument.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["ExtractionSettings"]
 
@@ -20,13 +24,11 @@ class ExtractionSettings(BaseModel):
 
     Example::
 
-        from pydantic import SecretStr
         from warden.extraction import ExtractionSettings
 
-        settings = ExtractionSettings(
-            timeout_seconds=60,
-            passwords=[SecretStr("from-the-vault")],
-        )
+        settings = ExtractionSettings(timeout_seconds=60, ocr_max_pages=5)
+        # During a sync: read text layers now, leave OCR to the background flow.
+        sync_settings = settings.model_copy(update={"defer_ocr": True})
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -112,6 +114,21 @@ class ExtractionSettings(BaseModel):
         ge=0,
         description="Pages or image frames sent to OCR for one attachment, in pages.",
     )
+    ocr_max_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "Wall-clock time tesseract may spend on one attachment, in seconds. Pages left "
+            "when it runs out are skipped and the result is partial."
+        ),
+    )
+    defer_ocr: bool = Field(
+        default=False,
+        description=(
+            "Whether pages and images that need OCR are left for background extraction: they "
+            "are recorded with the method 'deferred' and the result's 'deferred' flag is set."
+        ),
+    )
     ocr_language: str = Field(
         default="eng",
         pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$",
@@ -123,6 +140,18 @@ class ExtractionSettings(BaseModel):
         description=(
             "A PDF page whose text layer has this many non-whitespace characters or fewer "
             "counts as having no text and is sent to OCR, in characters."
+        ),
+    )
+    ocr_max_unmapped_fraction: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description=(
+            "A PDF page on which at least this fraction of the characters sampled from its text "
+            "layer have no Unicode mapping counts as having no text and is sent to OCR. PDFium "
+            "flags the characters of fonts without a ToUnicode map even where its fallback text "
+            "is right (88 % of a Polish invoice with an Identity CMap), so the default only "
+            "sends pages on which every sampled character is flagged."
         ),
     )
     ocr_dpi: int = Field(
@@ -141,16 +170,18 @@ class ExtractionSettings(BaseModel):
         ge=0,
         description="Pages of one PDF searched for tables with pdfplumber, in pages.",
     )
-    passwords: list[SecretStr] = Field(
-        default_factory=list,
-        description="Passwords tried, in order, on encrypted archives and PDFs.",
+    max_table_cells: int = Field(
+        default=200_000,
+        ge=0,
+        description=(
+            "Table cells kept as rows in the result for one attachment, in cells. Tables past it "
+            "are marked truncated; their text is kept all the same."
+        ),
     )
-
-    def to_worker_payload(self) -> dict[str, Any]:
-        """Return the settings as plain JSON data with the passwords revealed.
-
-        Only for the sandbox, which hands the settings to its worker over a pipe.
-        """
-        payload = self.model_dump(mode="json", exclude={"passwords"})
-        payload["passwords"] = [password.get_secret_value() for password in self.passwords]
-        return payload
+    background_priority: bool = Field(
+        default=False,
+        description=(
+            "Whether the sandboxed worker runs at the lowest CPU priority (nice 19) and in the "
+            "idle I/O class, so that it only uses what other programs leave."
+        ),
+    )

@@ -69,9 +69,8 @@ class MeteredWriterFactory(WriterFactory):
 
 
 def sevenzip_to_text(data: bytes, mime_type: str, ctx: ExtractionContext) -> Extracted:
-    """Extract a 7z archive, trying no password first and then each configured one."""
-    passwords: list[str | None] = [None]
-    passwords += [secret.get_secret_value() for secret in ctx.settings.passwords]
+    """Extract a 7z archive, trying no password first and then each one passed in."""
+    passwords: list[str | None] = [None, *ctx.passwords]
     tried_with_password = 0
 
     for password in passwords:

@@ -1,6 +1,8 @@
 """Stage ``sniff``: decide what a file is from its bytes, with its name and declared type as hints.
 
-libmagic makes the first guess. Two cases need a second look:
+libmagic (python-magic, the ``magic`` extra) makes the first guess. Without
+it, :mod:`warden.extraction.signatures` matches the leading bytes of the
+formats this package reads. Two cases need a second look:
 
 * zip packages: libmagic recognizes OOXML from the names and order of the
   first entries only, and reports other DOCX files as ``application/zip`` or
@@ -22,11 +24,19 @@ import zipfile
 from dataclasses import dataclass
 from enum import StrEnum
 
-import magic
+from warden.extraction.signatures import content_type_from_signature
 
-__all__ = ["DocumentKind", "Sniffed", "sniff"]
+try:
+    import magic
+except ImportError:  # the `magic` extra is not installed, or libmagic itself is missing
+    magic = None
+
+__all__ = ["DocumentKind", "Sniffed", "content_type", "sniff"]
 
 MAGIC_PREFIX_BYTES = 1024 * 1024
+# Self-extracting RAR archives put the archive after a stub of at most a few megabytes.
+RAR_SIGNATURE = b"Rar!\x1a\x07"
+MAX_SFX_STUB_BYTES = 4 * 1024 * 1024
 
 
 class DocumentKind(StrEnum):
@@ -148,10 +158,7 @@ def sniff(data: bytes, *, filename: str | None, declared_type: str | None) -> Sn
         return Sniffed("application/x-empty", DocumentKind.EMPTY)
 
     prefix = data[:MAGIC_PREFIX_BYTES]
-    try:
-        mime_type = magic.from_buffer(prefix, mime=True) or "application/octet-stream"
-    except magic.MagicException:
-        mime_type = "application/octet-stream"
+    mime_type = content_type(prefix)
 
     if mime_type in ZIP_MIMES or prefix.startswith(b"PK\x03\x04"):
         return sniff_zip_package(data, mime_type)
@@ -170,6 +177,16 @@ def sniff(data: bytes, *, filename: str | None, declared_type: str | None) -> Sn
     if mime_type in ("application/octet-stream", "application/x-dosexec"):
         return sniff_opaque(data, mime_type, hint)
     return Sniffed(mime_type, DocumentKind.UNSUPPORTED, f"files of type {mime_type}")
+
+
+def content_type(prefix: bytes) -> str:
+    """Return the MIME type of a file from its first bytes: from libmagic, or from the built-in signatures."""
+    if magic is None:
+        return content_type_from_signature(prefix)
+    try:
+        return magic.from_buffer(prefix, mime=True) or "application/octet-stream"
+    except magic.MagicException:
+        return "application/octet-stream"
 
 
 def hinted_type(filename: str | None, declared_type: str | None) -> str | None:
@@ -254,13 +271,8 @@ def looks_like_email(prefix: bytes, *, hint_is_email: bool) -> bool:
 
 def sniff_opaque(data: bytes, mime_type: str, hint: str | None) -> Sniffed:
     """Look for a RAR archive behind an executable stub, then fall back to the hints."""
-    import rarfile
-
-    try:
-        if rarfile.is_rarfile_sfx(io.BytesIO(data)):
-            return Sniffed("application/x-rar", DocumentKind.RAR, "RAR after an executable stub")
-    except (rarfile.Error, OSError):
-        pass
+    if RAR_SIGNATURE in data[:MAX_SFX_STUB_BYTES]:
+        return Sniffed("application/x-rar", DocumentKind.RAR, "RAR after an executable stub")
 
     if hint == "application/pdf":
         return Sniffed(mime_type, DocumentKind.PDF, "named or declared as PDF")

@@ -2,8 +2,8 @@
 
 Protocol, all over pipes (the attachment never touches the disk here):
 
-* stdin: one line of JSON (``filename``, ``declared_type``, ``settings`` with
-  the passwords revealed, ``deadline_monotonic``, ``size``), then exactly
+* stdin: one line of JSON (``filename``, ``declared_type``, ``settings``,
+  ``passwords`` in clear text, ``deadline_monotonic``, ``size``), then exactly
   ``size`` bytes of the attachment;
 * stdout: one :class:`ExtractionResult` as JSON;
 * stderr: log lines, which the parent keeps at DEBUG level.
@@ -50,7 +50,7 @@ def read_exactly(stream: BinaryIO, size: int) -> bytes:
 def out_of_memory_result(request: dict[str, Any], settings: ExtractionSettings) -> ExtractionResult:
     name = request.get("filename") or "the attachment"
     return ExtractionResult(
-        status="failed",
+        status="too_large",
         mime_type=None,
         declared_type=request.get("declared_type"),
         filename=request.get("filename"),
@@ -77,6 +77,7 @@ def main() -> int:
             filename=request.get("filename"),
             declared_type=request.get("declared_type"),
             settings=settings,
+            passwords=tuple(request.get("passwords") or ()),
             deadline_seconds=float(request["deadline_monotonic"]) - time.monotonic(),
         )
     except MemoryError:

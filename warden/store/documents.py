@@ -287,7 +287,7 @@ class DocumentStore:
             ).one_or_none()
         return None if row is None else (row.uidvalidity, row.last_uid)
 
-    def pending_attachments(self, account: str, limit: int = 1000) -> list[PendingAttachment]:
+    def pending_attachments(self, account: str, limit: int = 1000, status: str = "pending") -> list[PendingAttachment]:
         """Return the account's attachments not yet extracted, oldest first."""
         query = (
             select(
@@ -302,7 +302,7 @@ class DocumentStore:
             )
             .join(schema.messages, schema.messages.c.id == schema.attachments.c.message_pk)
             .join(schema.blobs, schema.blobs.c.sha256 == schema.attachments.c.sha256)
-            .where(schema.attachments.c.account == account, schema.attachments.c.status == "pending")
+            .where(schema.attachments.c.account == account, schema.attachments.c.status == status)
             .order_by(schema.attachments.c.id)
             .limit(limit)
         )
@@ -477,11 +477,11 @@ class DocumentStore:
         with self._engine.connect() as connection:
             return {row.account: dict(row._mapping) for row in connection.execute(query)}
 
-    def pending_counts(self) -> dict[str, int]:
-        """Return the number of attachments waiting for extraction, per account."""
+    def pending_counts(self, status: str = "pending") -> dict[str, int]:
+        """Return the number of attachments with ``status`` (by default waiting for extraction), per account."""
         query = (
             select(schema.attachments.c.account, func.count())
-            .where(schema.attachments.c.status == "pending")
+            .where(schema.attachments.c.status == status)
             .group_by(schema.attachments.c.account)
         )
         with self._engine.connect() as connection:

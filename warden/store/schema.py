@@ -67,7 +67,12 @@ attachments = Table(
     Column("mime_type", String(200), comment="Sniffed from content by extraction"),
     Column("sha256", String(64), ForeignKey("blobs.sha256"), nullable=False),
     Column("size_bytes", BigInteger, nullable=False),
-    Column("status", String(20), nullable=False, comment="pending, ok, partial, failed, encrypted, unsupported"),
+    Column(
+        "status",
+        String(20),
+        nullable=False,
+        comment=("pending, deferred, ok, partial, failed, encrypted, unsupported, too_large, malformed, timeout"),
+    ),
     Column("error", Text),
     Column("text", Text),
     Column("details", JSON, comment="Pages, members and timings from extraction"),
