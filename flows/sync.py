@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import UTC, datetime, timedelta
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run as current_flow_run
+from prefect.states import Scheduled
 from prefect.utilities.urls import url_for
 
 from blocks.account import ConnectorAccount
@@ -251,6 +254,41 @@ async def _run_steps(run: SyncRun, summary: SyncSummary) -> None:
             if index == len(paths) - 1:
                 raise
     await extract_attachments(run)
+    if run.fetch_outcome is not None and run.fetch_outcome.resume_after_seconds is not None:
+        await _schedule_rest(run, summary, run.fetch_outcome)
+
+
+async def _schedule_rest(run: SyncRun, summary: SyncSummary, outcome: FetchOutcome) -> None:
+    """Schedule the rest of a throttled fetch for after the site's reset time, instead of sleeping."""
+    resume_at = datetime.now(UTC) + timedelta(seconds=outcome.resume_after_seconds or 0)
+    summary.rescheduled_for = resume_at
+    flow_run_id = None
+
+    deployment_id = current_flow_run.deployment_id
+    if deployment_id:
+        async with get_client() as client:
+            flow_run = await client.create_flow_run_from_deployment(
+                deployment_id,
+                parameters={"account": run.account.name},
+                state=Scheduled(scheduled_time=resume_at),
+                tags=["warden-resume"],
+            )
+        flow_run_id = str(flow_run.id)
+        summary.rescheduled_run_url = url_for("flow-run", obj_id=flow_run.id)
+    else:
+        # An ad hoc run has no deployment a worker could run later; the summary tells the caller when to run again.
+        logger.warning(
+            "fetch.not_rescheduled account=%s reason=no deployment resume_at=%s",
+            run.account.name,
+            resume_at.isoformat(timespec="seconds"),
+        )
+
+    run.emit(
+        EventName.FETCH_RESCHEDULED,
+        stopped_at=outcome.stopped_at,
+        resume_at=resume_at.isoformat(timespec="seconds"),
+        flow_run_id=flow_run_id,
+    )
 
 
 async def _run_browser_path(run: SyncRun, summary: SyncSummary) -> None:

@@ -7,7 +7,7 @@ does with it: Prefect retries a task only for :class:`TransientError`.
     WardenError
     ├── TransientError          retry later: the same call may succeed
     │   ├── SiteUnreachable         connection refused, timeout, 5xx
-    │   ├── RateLimited             429 or 503 with a wait (``retry_after_seconds``)
+    │   ├── RateLimited             429, 503 or the site policy asks to wait (``retry_after_seconds``)
     │   ├── VaultUnavailable        vault down or sealed
     │   ├── BrowserCrashed          Chromium or its page died during a job
     │   └── WriteConflict           another process wrote the same vault secret first
@@ -113,7 +113,10 @@ class SiteUnreachable(TransientError):
 
 
 class RateLimited(TransientError):
-    """The site asked to slow down (HTTP 429, or 503 with ``Retry-After``)."""
+    """The site asked to slow down (HTTP 429, or 503 with ``Retry-After``), or the site policy defers the request.
+
+    The policy defers a request outside its active hours or beyond its rate ceiling.
+    """
 
     def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
         super().__init__(message)

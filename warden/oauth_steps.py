@@ -27,9 +27,10 @@ from warden.credentials.oauth import (
 from warden.credentials.policies import AccountPaths
 from warden.credentials.tokens import ScopedToken, WrappedToken
 from warden.credentials.vault import VaultClient
-from warden.errors import BugError
+from warden.errors import BugError, RateLimited
 from warden.events import EventName
 from warden.run import FetchOutcome, SyncRun
+from warden.steps import stop_for_later
 
 __all__ = ["VaultGrantStore", "fetch_api", "probe_grant", "refresh_grant"]
 
@@ -152,6 +153,7 @@ async def fetch_api(run: SyncRun, wrapped: WrappedToken) -> FetchOutcome:
     outcome = run.fetch_outcome = run.fetch_outcome or FetchOutcome()
     try:
         async with run.limiter.site_slot(connector.site), connector.open(access.secret) as session:
+            mailbox = ""
             try:
                 for mailbox in run.account.mailboxes:
                     stored_validity, after_uid = run.documents.cursor(account, mailbox) or (0, 0)
@@ -162,6 +164,8 @@ async def fetch_api(run: SyncRun, wrapped: WrappedToken) -> FetchOutcome:
                             outcome.messages_new += 1
                             outcome.attachments_new += len(record.attachments)
                     outcome.mailboxes[mailbox] = outcome.mailboxes.get(mailbox, 0) + len(refs)
+            except RateLimited as exc:
+                stop_for_later(run, outcome, exc, mailbox)
             finally:
                 outcome.requests_sent += session.requests_sent
     except BaseException:

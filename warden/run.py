@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from pydantic import BaseModel, Field
@@ -69,6 +70,10 @@ class SyncSummary(BaseModel):
     tokens_issued: int = 0
     tokens_revoked: int = 0
     browser_launches: int = 0
+    rescheduled_for: datetime | None = Field(
+        default=None, description="When the rest of a fetch the site throttled for long will run."
+    )
+    rescheduled_run_url: str | None = Field(default=None, description="The scheduled flow run that fetches the rest.")
     paths_unavailable: list[str] = Field(
         default_factory=list, description="Access paths tried before the one that served, each with its reason."
     )
@@ -83,6 +88,9 @@ class FetchOutcome:
     attachments_new: int = 0
     requests_sent: int = 0
     mailboxes: dict[str, int] = field(default_factory=dict)
+    # Set when the site asked to wait longer than a worker may sleep: the rest runs later.
+    resume_after_seconds: float | None = None
+    stopped_at: str = ""
 
 
 @dataclass

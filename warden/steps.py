@@ -27,6 +27,7 @@ from warden.errors import (
     LoginFailed,
     LoginLocked,
     LoginRequired,
+    RateLimited,
     RevocationUnproven,
     SessionRejected,
     SiteUnreachable,
@@ -53,6 +54,7 @@ __all__ = [
     "issue_token",
     "probe",
     "refresh",
+    "stop_for_later",
     "wipe",
 ]
 
@@ -280,20 +282,24 @@ async def fetch(run: SyncRun, wrapped: WrappedToken) -> FetchOutcome:
     async with run.limiter.site_slot(run.account.site), run.connector.open(loaded.state) as session:
         failed = True
         rejected = False
+        mailbox = ""
         try:
-            for mailbox in run.account.mailboxes:
-                cursor = run.documents.cursor(account, mailbox)
-                after_uid = cursor[1] if cursor else 0
-                known = run.documents.message_count(account, mailbox)
-                refs, _count = await session.list_new(mailbox, after_uid=after_uid, known_count=known)
+            try:
+                for mailbox in run.account.mailboxes:
+                    cursor = run.documents.cursor(account, mailbox)
+                    after_uid = cursor[1] if cursor else 0
+                    known = run.documents.message_count(account, mailbox)
+                    refs, _count = await session.list_new(mailbox, after_uid=after_uid, known_count=known)
 
-                for ref in refs:
-                    raw = await session.fetch_raw(ref)
-                    record = message_record_from_raw(ref, raw)
-                    if run.documents.save_message(account, record):
-                        outcome.messages_new += 1
-                        outcome.attachments_new += len(record.attachments)
-                outcome.mailboxes[mailbox] = len(refs)
+                    for ref in refs:
+                        raw = await session.fetch_raw(ref)
+                        record = message_record_from_raw(ref, raw)
+                        if run.documents.save_message(account, record):
+                            outcome.messages_new += 1
+                            outcome.attachments_new += len(record.attachments)
+                    outcome.mailboxes[mailbox] = len(refs)
+            except RateLimited as exc:
+                stop_for_later(run, outcome, exc, mailbox)
             failed = False
         except SessionRejected:
             rejected = True
@@ -310,6 +316,26 @@ async def fetch(run: SyncRun, wrapped: WrappedToken) -> FetchOutcome:
         outcome.requests_sent,
     )
     return outcome
+
+
+def stop_for_later(run: SyncRun, outcome: FetchOutcome, exc: RateLimited, mailbox: str) -> None:
+    """Keep what was stored and mark the fetch for resumption, when the site asks for a wait no worker should sleep.
+
+    Re-raises ``exc`` when its wait is short enough to be a plain retry.
+    """
+    wait = exc.retry_after_seconds
+    if wait is None or wait <= run.account.http.max_retry_after_seconds:
+        raise exc
+    cursor = run.documents.cursor(run.account.name, mailbox) if mailbox else None
+    outcome.resume_after_seconds = wait
+    outcome.stopped_at = f"{mailbox} after UID {cursor[1] if cursor else 0}"
+    logger.warning(
+        "fetch.throttled account=%s stopped_at=%r resume_after_seconds=%.0f",
+        run.account.name,
+        outcome.stopped_at,
+        wait,
+    )
+    run.emit(EventName.FETCH_THROTTLED, stopped_at=outcome.stopped_at, retry_after_seconds=wait)
 
 
 def _save_rotated_after_fetch(

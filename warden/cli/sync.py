@@ -27,9 +27,13 @@ SUMMARY_FIELDS = (
 OPTIONAL_FIELDS = (
     "attachments_skipped",
     "attachments_pending",
+    "attachments_deferred",
     "tokens_issued",
     "tokens_revoked",
     "browser_launches",
+    "paths_unavailable",
+    "rescheduled_for",
+    "rescheduled_run_url",
     "error",
 )
 
@@ -44,8 +48,10 @@ def print_summary_table(summary: dict[str, Any]) -> None:
     table.add_column("field", style="bold")
     table.add_column("value")
     for field, value in summary_row(summary).items():
-        if field in ("account", "run_url", "error") or value is None:
+        if field in ("account", "run_url", "error") or value is None or value == []:
             continue
+        if isinstance(value, list):
+            value = "; ".join(map(str, value))
         table.add_row(field.replace("_", " "), escape(str(value)))
     console.print(table)
     if summary.get("run_url"):

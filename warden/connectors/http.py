@@ -7,6 +7,15 @@ attempts and in total wait. ``Retry-After`` is honoured in both of its forms
 is not slept: :class:`warden.errors.RateLimited` is raised with the wait, so
 the flow can stop and schedule the rest instead of holding a worker asleep.
 
+When the settings carry a :class:`~warden.connectors.policy.SitePolicy`, every
+attempt is first admitted by it (hosts, paths, active hours, robots.txt for
+crawlers, rate ceiling), and every response is checked for a challenge page,
+which raises :class:`~warden.errors.LoginRequired` instead of being retried.
+
+A request cancelled while its response is read closes its connection, however
+many times the cancellation is repeated, so the pool never keeps a connection
+checked out for a request whose caller has gone.
+
 Requests carry no secret in the URL: httpx logs whole URLs at INFO.
 """
 
@@ -16,7 +25,7 @@ import asyncio
 import logging
 import random
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
@@ -25,6 +34,7 @@ import certifi
 import httpx
 
 from warden import __version__
+from warden.connectors.policy import RobotsFetcher, SitePolicy, admit_request, raise_for_challenge
 from warden.errors import RateLimited, SiteUnreachable
 
 __all__ = ["HttpSettings", "build_client", "parse_retry_after", "send_with_backoff"]
@@ -33,10 +43,13 @@ logger = logging.getLogger("warden.http")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
+# How long a cancelled request may take to close its connection before it is given up on.
+CANCEL_CLEANUP_SECONDS = 5.0
+
 
 @dataclass(frozen=True)
 class HttpSettings:
-    """Timeouts and retry bounds for one site."""
+    """Timeouts, retry bounds and the optional request policy for one site."""
 
     timeout_seconds: float = 20.0
     max_attempts: int = 4
@@ -45,6 +58,7 @@ class HttpSettings:
     max_total_wait_seconds: float = 120.0
     max_retry_after_seconds: float = 300.0
     user_agent: str = f"connector-warden/{__version__}"
+    policy: SitePolicy | None = None
 
 
 @lru_cache(maxsize=1)
@@ -96,6 +110,52 @@ def _backoff_seconds(attempt: int, settings: HttpSettings, rng: random.Random) -
     return rng.uniform(0.0, cap)
 
 
+async def _wait_out_cancellation(exchange: asyncio.Future[httpx.Response]) -> None:
+    """Wait for a cancelled exchange to finish closing, ignoring further cancellations of the caller."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CANCEL_CLEANUP_SECONDS
+    while not exchange.done():
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            # NOTE: the connection of an exchange that does not finish closing in time may stay checked out.
+            logger.warning("http.cancel_cleanup_timeout wait_seconds=%.1f", CANCEL_CLEANUP_SECONDS)
+            return
+        try:
+            await asyncio.wait({exchange}, timeout=remaining)
+        except asyncio.CancelledError:
+            continue
+    if not exchange.cancelled():
+        # Retrieving the exception keeps asyncio from logging "exception was never retrieved".
+        exchange.exception()
+
+
+async def _send_and_read(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """Send ``request`` and read its whole body in a task of its own.
+
+    httpx 0.29 (with httpcore 1.0.9) closes the response when a read is cancelled once. A second
+    cancellation interrupts that close and leaves the connection checked out of the pool for good.
+    Running the exchange in its own task turns any number of cancellations of the caller into exactly
+    one cancellation of the exchange.
+    """
+    exchange = asyncio.ensure_future(client.send(request))
+    try:
+        return await asyncio.shield(exchange)
+    except asyncio.CancelledError:
+        exchange.cancel()
+        await _wait_out_cancellation(exchange)
+        raise
+
+
+def _robots_fetcher(client: httpx.AsyncClient, settings: HttpSettings) -> RobotsFetcher:
+    unpoliced = replace(settings, policy=None)
+
+    async def fetch(robots_url: str) -> httpx.Response:
+        what = f"read robots.txt of {httpx.URL(robots_url).host}"
+        return await send_with_backoff(client, "GET", robots_url, settings=unpoliced, what=what)
+
+    return fetch
+
+
 async def send_with_backoff(
     client: httpx.AsyncClient,
     method: str,
@@ -113,22 +173,38 @@ async def send_with_backoff(
     The request is rebuilt for every attempt, so it carries the cookies the
     server rotated in between. ``what`` names the request in messages, e.g.
     "list INBOX for account 'demo'". Raises :class:`RateLimited` or
-    :class:`SiteUnreachable` when the bounds run out.
+    :class:`SiteUnreachable` when the bounds run out. With ``settings.policy``
+    set, it also raises what :func:`~warden.connectors.policy.admit_request`
+    raises before a request is sent, and :class:`~warden.errors.LoginRequired`
+    for a challenge page.
     """
     rng = rng or random.Random()
+    policy = settings.policy
     waited = 0.0
     attempt = 0
 
     while True:
         attempt += 1
         retry_after: float | None = None
+        if policy is not None:
+            await admit_request(
+                policy,
+                client.build_request(method, url, params=params).url,
+                what=what,
+                user_agent=settings.user_agent,
+                max_wait_seconds=settings.max_retry_after_seconds,
+                fetch_robots=_robots_fetcher(client, settings),
+            )
+
         request = client.build_request(method, url, params=params, headers=headers, data=data)
         try:
-            response = await client.send(request)
+            response = await _send_and_read(client, request)
         except httpx.TransportError as exc:
             failure = f"{type(exc).__name__}"
             response = None
         else:
+            if policy is not None and policy.stop_on_challenge:
+                raise_for_challenge(response, policy, what=what)
             if response.status_code not in RETRY_STATUSES:
                 return response
             await response.aclose()

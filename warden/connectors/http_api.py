@@ -67,6 +67,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from warden.connectors.base import ItemRef, ProbeResult, ProbeState
 from warden.connectors.http import HttpSettings, build_client, send_with_backoff
+from warden.connectors.metadata_cache import MetadataCache
 from warden.errors import (
     AccessTokenRejected,
     ConfigError,
@@ -82,6 +83,8 @@ logger = logging.getLogger("warden.http_api")
 ITEM_ID_HEADER = "X-Warden-Item-Id"
 COLLECTION_HEADER = "X-Warden-Collection"
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# Capability and schema documents of every account's API, revalidated after five minutes.
+METADATA_CACHE = MetadataCache(ttl_seconds=300)
 LOOPBACK_NAMES = frozenset({"localhost"})
 
 # One auth-param of a WWW-Authenticate challenge (RFC 9110, section 11.2): name=token or name="quoted string".
@@ -333,13 +336,29 @@ class HttpApiSession:
         return self._options.host
 
     async def _get(
-        self, url: str, *, what: str, option: str, params: dict[str, str] | None = None, accept: str
+        self,
+        url: str,
+        *,
+        what: str,
+        option: str,
+        params: dict[str, str] | None = None,
+        accept: str,
+        metadata: bool = False,
     ) -> httpx.Response:
-        """Send one GET through the retry layer and return a 2xx response, or raise the mapped error."""
-        self.requests_sent += 1
-        response = await send_with_backoff(
-            self._client, "GET", url, settings=self._http, what=what, params=params, headers={"Accept": accept}
-        )
+        """Send one GET through the retry layer and return a 2xx response, or raise the mapped error.
+
+        With ``metadata=True`` the response comes from :data:`METADATA_CACHE` while it is fresh or unchanged.
+        """
+        headers = {"Accept": accept}
+        if metadata:
+            response = await METADATA_CACHE.get(
+                self._client, url, settings=self._http, what=what, scope=self._account, params=params, headers=headers
+            )
+        else:
+            self.requests_sent += 1
+            response = await send_with_backoff(
+                self._client, "GET", url, settings=self._http, what=what, params=params, headers=headers
+            )
         if 200 <= response.status_code < 300:
             return response
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from warden.errors import ConfigError
@@ -10,21 +11,33 @@ from warden.errors import ConfigError
 if TYPE_CHECKING:
     from warden.accounts import AccountConfig
     from warden.connectors.base import ApiConnector, Connector
+    from warden.connectors.http import HttpSettings
 
 __all__ = ["api_connector_kinds", "build_api_connector", "build_connector", "connector_kinds"]
+
+
+def _http_with_policy(config: AccountConfig, base_url: str) -> HttpSettings:
+    """Return the account's HTTP settings, with a policy limited to ``base_url`` unless the account sets one."""
+    from warden.connectors.policy import SitePolicy
+
+    if config.http.policy is not None:
+        return config.http
+    return replace(config.http, policy=SitePolicy.for_base_url(base_url))
 
 
 def _roundcube(config: AccountConfig) -> Connector:
     from warden.connectors.roundcube import RoundcubeConnector
 
-    return RoundcubeConnector(config.base_url, account=config.name, http=config.http)
+    http = _http_with_policy(config, config.base_url)
+    return RoundcubeConnector(config.base_url, account=config.name, http=http)
 
 
 def _webapp(config: AccountConfig) -> Connector:
     from warden.connectors.webapp import WebAppConnector, parse_webapp_options
 
     options = parse_webapp_options(config.connector_options, account=config.name)
-    return WebAppConnector(config.base_url, account=config.name, http=config.http, options=options)
+    http = _http_with_policy(config, config.base_url)
+    return WebAppConnector(config.base_url, account=config.name, http=http, options=options)
 
 
 _FACTORIES: dict[str, Callable[[AccountConfig], Connector]] = {
@@ -63,7 +76,7 @@ def _http_api(config: AccountConfig) -> ApiConnector:
     from warden.connectors.http_api import HttpApiConnector, parse_http_api_options
 
     options = parse_http_api_options(config.api_options, account=config.name)
-    return HttpApiConnector(options, account=config.name, http=config.http)
+    return HttpApiConnector(options, account=config.name, http=_http_with_policy(config, options.base_url))
 
 
 _API_FACTORIES: dict[str, Callable[[AccountConfig], ApiConnector]] = {

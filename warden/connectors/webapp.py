@@ -338,6 +338,9 @@ class WebAppConnector:
             rotated = state.with_cookies_from(client.cookies)
         except SiteUnreachable as exc:
             return result(ProbeState.UNREACHABLE, str(exc)), state
+        except LoginRequired as exc:
+            # The site policy's challenge check raises this before _classify sees the page.
+            return result(ProbeState.CHALLENGE, str(exc)), state
         except WardenError as exc:
             return result(ProbeState.UNKNOWN, str(exc)), state
         finally:

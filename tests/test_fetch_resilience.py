@@ -1,0 +1,168 @@
+"""Polite fetching against Roundcube behind nginx's limit_req: waits honoured, long waits rescheduled.
+
+An nginx proxy (stack.throttle) sits in front of Roundcube and rate-limits
+message downloads only, so login, probe and list pass. With a short
+``Retry-After`` the sync waits and gets everything; with one longer than a
+worker may sleep it stores what it has, schedules the rest, and says so.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+
+import hvac
+import pytest
+import pytest_asyncio
+from pydantic import SecretStr
+
+from stack.throttle import ThrottlingProxy
+from warden.demo.documents import build_demo_messages
+from warden.demo.seed import seed_mailbox
+
+pytestmark = [pytest.mark.stack, pytest.mark.browser, pytest.mark.resilience]
+
+MAIL_USER = "polite-user"
+MAIL_PASSWORD = "polite-Password-3317"
+
+
+@pytest.fixture(scope="module")
+def sync_env(openbao_server, mail_server, prefect_server, tmp_path_factory):
+    home = tmp_path_factory.mktemp("warden-home-polite")
+    previous = {name: os.environ.get(name) for name in ("WARDEN_HOME", "WARDEN_VAULT_SECRET_ID", "WARDEN_STORE_URL")}
+    os.environ["WARDEN_HOME"] = str(home)
+    os.environ.pop("WARDEN_STORE_URL", None)
+
+    from warden.settings import get_settings
+
+    get_settings.cache_clear()
+    yield home
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    get_settings.cache_clear()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def mailbox(sync_env, openbao_server, mail_server):
+    from flows.registration import set_up_vault
+
+    admin = hvac.Client(url=openbao_server.address, token=openbao_server.root_token.get_secret_value())
+    runner = await set_up_vault(admin)
+    os.environ["WARDEN_VAULT_SECRET_ID"] = runner.secret_id.get_secret_value()
+
+    mail_server.add_user(MAIL_USER, MAIL_PASSWORD)
+    messages = build_demo_messages(to_address=f"{MAIL_USER}@warden.test", from_address="sender@warden.test")
+    seed_mailbox(mail_server.imap_host, mail_server.imap_port, MAIL_USER, SecretStr(MAIL_PASSWORD), messages)
+    return {"admin": admin, "total": len(messages)}
+
+
+async def register(mailbox, name: str, base_url: str, mail_server) -> None:
+    from flows.registration import register_account
+
+    await register_account(
+        name,
+        admin=mailbox["admin"],
+        base_url=base_url,
+        username=MAIL_USER,
+        password=SecretStr(MAIL_PASSWORD),
+        session_lifetime_seconds=mail_server.session_lifetime_minutes * 60,
+    )
+
+
+@pytest.fixture
+def proxy_factory(stack_run_dir, mail_server):
+    proxies = []
+
+    def start(**options) -> ThrottlingProxy:
+        proxy = ThrottlingProxy(
+            stack_run_dir / f"throttle-{uuid.uuid4().hex[:8]}", upstream_port=mail_server.http_port, **options
+        )
+        proxy.start()
+        proxies.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in proxies:
+        proxy.stop()
+
+
+async def test_short_retry_after_is_waited_and_nothing_is_lost(mailbox, mail_server, proxy_factory):
+    from flows.sync import connector_sync
+    from warden.store import default_document_store
+
+    proxy = proxy_factory(rate_per_minute=120, burst=0, reject=True, retry_after_seconds=2)
+    await register(mailbox, "polite-short", proxy.url, mail_server)
+
+    summary = await connector_sync("polite-short")
+
+    assert summary.messages_seen == mailbox["total"]
+    assert summary.rescheduled_for is None
+    assert default_document_store().message_count("polite-short") == mailbox["total"]
+
+    # Every refused download was sent again no sooner than the Retry-After the proxy gave.
+    by_uri: dict[str, list[dict]] = defaultdict(list)
+    for entry in proxy.requests():
+        by_uri[entry["uri"]].append(entry)
+    refused = 0
+    for entries in by_uri.values():
+        for refused_entry, next_entry in zip(entries, entries[1:], strict=False):
+            if refused_entry["status"] == 429:
+                refused += 1
+                assert next_entry["time"] - refused_entry["time"] >= 2.0 - 0.05
+    assert refused > 0, "the proxy refused nothing, so no wait was tested"
+
+
+async def test_long_retry_after_stops_and_schedules_the_rest(mailbox, mail_server, proxy_factory, prefect_server):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentCreate
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
+
+    from blocks.account import ConnectorAccount
+    from flows.sync import connector_sync
+    from warden.store import default_document_store
+
+    proxy = proxy_factory(rate_per_minute=6, burst=2, reject=True, retry_after_seconds=600)
+    await register(mailbox, "polite-long", proxy.url, mail_server)
+
+    # The run behaves as a run of a deployment, so it can schedule its own continuation.
+    async with get_client() as client:
+        flow_id = await client.create_flow_from_name("connector-sync")
+        deployment_id = await client.create_deployment(
+            **DeploymentCreate(flow_id=flow_id, name=f"resume-{uuid.uuid4().hex[:6]}").model_dump(
+                include={"flow_id", "name"}
+            )
+        )
+    os.environ["PREFECT__RUNTIME__FLOW_RUN__DEPLOYMENT_ID"] = str(deployment_id)
+    try:
+        started = datetime.now(UTC)
+        summary = await connector_sync("polite-long")
+    finally:
+        os.environ.pop("PREFECT__RUNTIME__FLOW_RUN__DEPLOYMENT_ID", None)
+
+    assert 0 < summary.messages_seen < mailbox["total"]
+    assert summary.rescheduled_for is not None
+    assert 590 <= (summary.rescheduled_for - started).total_seconds() <= 615
+    assert summary.rescheduled_run_url
+
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(),
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        )
+    [scheduled] = runs
+    assert scheduled.state.is_scheduled()
+    assert scheduled.parameters == {"account": "polite-long"}
+    assert abs((scheduled.state.state_details.scheduled_time - summary.rescheduled_for).total_seconds()) < 1
+
+    # The continuation (here run at once, without the proxy) fetches exactly the rest.
+    block = await ConnectorAccount.aload("polite-long")
+    block.base_url = mail_server.roundcube_url
+    await block.asave("polite-long", overwrite=True)
+    rest = await connector_sync("polite-long")
+    assert summary.messages_seen + rest.messages_seen == mailbox["total"]
+    assert default_document_store().message_count("polite-long") == mailbox["total"]
