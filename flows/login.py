@@ -217,7 +217,7 @@ async def probe_new_session(run: SyncRun, state: SessionState) -> tuple[ProbeSta
 
     Raises :class:`SessionRejected` when the site does not accept the session.
     """
-    async with run.limiter.site_slot(run.account.site):
+    async with run.site_access(run.account.site):
         result, rotated = await run.connector.probe(state)
 
     run.emit(EventName.SESSION_PROBED, state=result.state.value, reason=result.reason)

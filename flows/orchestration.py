@@ -5,10 +5,19 @@ same Prefect server:
 
 - ``browser``: browser jobs at once (default 2);
 - ``site-<host>``: requests in flight to one site (default 2), one limit per
-  host an account points at.
+  host an account points at;
+- ``site-rate-<host>``: requests started per second to one site, a rate limit
+  whose slots decay at 2 per second (``slot_decay_per_second``) with a burst of
+  2 (``limit``). Each request takes one slot with :meth:`PrefectLimits.site_rate`.
 
 They are created when missing and never overwritten, so a limit changed in the
-Prefect UI or with ``prefect gcl update`` stays as the operator set it.
+Prefect UI or with ``prefect gcl update`` stays as the operator set it. A
+``site-rate-<host>`` limit set to no decay is a configuration error, because
+Prefect rejects rate limiting on it.
+
+Several workers acquire slots from one Prefect server at once. Run that server on
+PostgreSQL: on SQLite the concurrent writes fail with "database is locked", and
+Prefect's clients retry them for seconds.
 """
 
 from __future__ import annotations
@@ -21,12 +30,12 @@ from prefect import Task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.objects import State, TaskRun
-from prefect.concurrency.asyncio import concurrency
+from prefect.concurrency.asyncio import concurrency, rate_limit
 from prefect.events import emit_event
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from warden.accounts import check_account_name
-from warden.errors import BrowserCrashed, TransientError, is_transient
+from warden.errors import BrowserCrashed, ConfigError, TransientError, is_transient
 from warden.events import WardenEvent
 
 __all__ = [
@@ -34,6 +43,8 @@ __all__ = [
     "account_lock",
     "check_account_name",
     "DEFAULT_BROWSER_SLOTS",
+    "DEFAULT_SITE_RATE_BURST",
+    "DEFAULT_SITE_RATE_PER_SECOND",
     "DEFAULT_SITE_SLOTS",
     "PrefectEventSink",
     "PrefectLimits",
@@ -41,11 +52,15 @@ __all__ = [
     "retry_browser_crash",
     "retry_transient",
     "site_limit_name",
+    "site_rate_limit_name",
 ]
 
 BROWSER_LIMIT = "browser"
 DEFAULT_BROWSER_SLOTS = 2
 DEFAULT_SITE_SLOTS = 2
+# Requests per second to one site, and how many may start at once after an idle spell.
+DEFAULT_SITE_RATE_PER_SECOND = 10.0
+DEFAULT_SITE_RATE_BURST = 10
 # A slot held longer than this is released by the server, so a killed worker cannot hold it forever.
 LEASE_SECONDS = 300
 
@@ -55,19 +70,42 @@ def site_limit_name(site: str) -> str:
     return "site-" + re.sub(r"[^A-Za-z0-9.-]", "-", site)
 
 
-async def ensure_limit(name: str, slots: int) -> bool:
-    """Create a global concurrency limit when it does not exist; return True when created."""
+def site_rate_limit_name(site: str) -> str:
+    """Return the rate limit name of a site, e.g. ``site-rate-127.0.0.1-8080``.
+
+    NOTE: a host whose name starts with ``rate-`` gets a concurrency limit name of
+    this form too: the concurrency limit of ``rate-a.example`` is the rate limit of ``a.example``.
+    """
+    return "site-rate-" + re.sub(r"[^A-Za-z0-9.-]", "-", site)
+
+
+async def ensure_limit(name: str, slots: int, *, slot_decay_per_second: float | None = None) -> bool:
+    """Create a global concurrency limit when it does not exist; return True when created.
+
+    An existing limit keeps its settings. ``slot_decay_per_second`` makes the new
+    limit a rate limit for :func:`prefect.concurrency.asyncio.rate_limit`.
+    """
+    if slot_decay_per_second is None:
+        settings = GlobalConcurrencyLimitCreate(name=name, limit=slots)
+    else:
+        settings = GlobalConcurrencyLimitCreate(name=name, limit=slots, slot_decay_per_second=slot_decay_per_second)
+
     async with get_client() as client:
         try:
             await client.read_global_concurrency_limit_by_name(name)
             return False
         except ObjectNotFound:
-            await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
-            return True
+            pass
+        try:
+            await client.create_global_concurrency_limit(settings)
+        except ObjectAlreadyExists:
+            # Another worker created it between the read and the create.
+            return False
+        return True
 
 
 class PrefectLimits:
-    """Browser and per-site slots from Prefect's global concurrency limits."""
+    """Browser and per-site slots, and per-site request rates, from Prefect's global concurrency limits."""
 
     def __init__(self) -> None:
         self._ensured: set[str] = set()
@@ -76,6 +114,22 @@ class PrefectLimits:
         if name not in self._ensured:
             await ensure_limit(name, slots)
             self._ensured.add(name)
+
+    async def _ensure_rate_limit(self, name: str, site: str) -> None:
+        if name in self._ensured:
+            return
+        await ensure_limit(name, DEFAULT_SITE_RATE_BURST, slot_decay_per_second=DEFAULT_SITE_RATE_PER_SECOND)
+
+        async with get_client() as client:
+            limit = await client.read_global_concurrency_limit_by_name(name)
+        if not limit.slot_decay_per_second:
+            raise ConfigError(
+                f"The global concurrency limit '{name}' has no slot decay, so it cannot limit the request rate "
+                f"to site '{site}'. Set the rate with `prefect gcl update {name} --slot-decay-per-second "
+                f"{DEFAULT_SITE_RATE_PER_SECOND:g}`, or delete the limit to get the default "
+                f"({DEFAULT_SITE_RATE_PER_SECOND:g} requests/s, burst {DEFAULT_SITE_RATE_BURST})."
+            )
+        self._ensured.add(name)
 
     @asynccontextmanager
     async def browser_slot(self) -> AsyncIterator[None]:
@@ -89,6 +143,27 @@ class PrefectLimits:
         await self._ensure(name, DEFAULT_SITE_SLOTS)
         async with concurrency(name, occupy=1, lease_duration=LEASE_SECONDS, strict=True):
             yield
+
+    async def site_rate(self, site: str, timeout_seconds: float | None = None) -> None:
+        """Take one slot of the site's rate limit ``site-rate-<host>`` before a request, waiting for one if needed.
+
+        The slot is never released: the server frees slots at the limit's
+        ``slot_decay_per_second``, which is the site's request rate across every worker.
+
+        Raises:
+            ConfigError: the limit exists but has no slot decay.
+            TransientError: no slot freed within ``timeout_seconds``.
+        """
+        name = site_rate_limit_name(site)
+        await self._ensure_rate_limit(name, site)
+        try:
+            await rate_limit(name, occupy=1, timeout_seconds=timeout_seconds, strict=True)
+        except TimeoutError as exc:
+            raise TransientError(
+                f"No request slot for site '{site}' freed within {timeout_seconds:g} s on the rate limit '{name}', "
+                "because other workers use the site's rate. Try again later, or raise the rate "
+                f"with `prefect gcl update {name} --slot-decay-per-second RATE`."
+            ) from exc
 
 
 # A second sync of an account waits this long for the first before it gives up.

@@ -43,6 +43,7 @@ packages=(
   libarchive-tools
   libmagic1
   xvfb
+  postgresql
 )
 
 log() {

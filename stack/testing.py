@@ -15,6 +15,12 @@ session: it sets ``PREFECT_API_URL``, ``PREFECT_HOME`` (a client directory apart
 from the server's), ``DO_NOT_TRACK=1`` and ``PREFECT_SERVER_ANALYTICS_ENABLED=false``
 in ``os.environ``, so subprocesses inherit them, refreshes Prefect's settings if
 Prefect is already imported, and restores all of it at the end.
+
+``prefect_server_pg`` is a second Prefect server, on a database of the
+``postgres_server`` fixture, for tests of what several workers share through
+Prefect (global concurrency and rate limits), which SQLite serves too slowly.
+It changes nothing in ``os.environ``: a test passes its ``api_url`` to the
+processes it starts as ``PREFECT_API_URL``.
 """
 
 from __future__ import annotations
@@ -31,9 +37,18 @@ import pytest
 from stack.mail import MailServer
 from stack.oidc import OidcProvider
 from stack.openbao import OpenBaoDevServer
+from stack.postgres import PostgresServer
 from stack.prefect_server import PrefectServer
 
-__all__ = ["mail_server", "oidc_provider", "openbao_server", "prefect_server", "stack_run_dir"]
+__all__ = [
+    "mail_server",
+    "oidc_provider",
+    "openbao_server",
+    "postgres_server",
+    "prefect_server",
+    "prefect_server_pg",
+    "stack_run_dir",
+]
 
 
 @pytest.fixture(scope="session")
@@ -128,3 +143,24 @@ def prefect_server(stack_run_dir: Path) -> Iterator[PrefectServer]:
                 os.environ[name] = value
         _refresh_prefect_settings()
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(stack_run_dir: Path) -> Iterator[PostgresServer]:
+    """Start a PostgreSQL cluster for the test session. ``create_database`` adds a database and returns its URL."""
+    server = PostgresServer(stack_run_dir / "postgres")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_server_pg(stack_run_dir: Path, postgres_server: PostgresServer) -> Iterator[PrefectServer]:
+    """Start a Prefect server on the PostgreSQL database ``prefect``, without making it this process's API."""
+    server = PrefectServer(
+        stack_run_dir / "prefect-server-pg",
+        database_url=postgres_server.create_database("prefect"),
+    )
+    server.start()
+    yield server
+    server.stop()

@@ -7,8 +7,9 @@ query parameter is one of ``actions`` go through nginx's ``limit_req``:
 - ``reject=True``: requests over the rate are answered ``429`` with
   ``Retry-After: retry_after_seconds`` (``limit_req_status 429`` and
   ``add_header ... always``, without which nginx drops the header);
-- ``reject=False``: requests over the rate are delayed by nginx instead, so
-  downloads trickle in at the configured rate.
+- ``reject=False``: up to ``burst`` requests over the rate wait in nginx's
+  queue instead, so downloads trickle in at the configured rate; with no burst,
+  nginx has no queue and refuses them as above.
 
 Other requests (login, probe, list) pass untouched. The access log records
 each request with its arrival time in seconds (``$msec``) and status, read

@@ -116,6 +116,13 @@ async def test_short_retry_after_is_waited_and_nothing_is_lost(mailbox, mail_ser
                 assert next_entry["time"] - refused_entry["time"] >= 2.0 - 0.05
     assert refused > 0, "the proxy refused nothing, so no wait was tested"
 
+    # A re-run with nothing new costs the site at most two requests (probe and list) and downloads nothing.
+    before = len(proxy.requests())
+    again = await connector_sync("polite-short")
+    assert again.messages_seen == 0
+    assert again.browser_launches == 0
+    assert len(proxy.requests()) - before <= 2
+
 
 async def test_long_retry_after_stops_and_schedules_the_rest(mailbox, mail_server, proxy_factory, prefect_server):
     from prefect.client.orchestration import get_client
@@ -166,3 +173,69 @@ async def test_long_retry_after_stops_and_schedules_the_rest(mailbox, mail_serve
     rest = await connector_sync("polite-long")
     assert summary.messages_seen + rest.messages_seen == mailbox["total"]
     assert default_document_store().message_count("polite-long") == mailbox["total"]
+
+
+async def test_killed_sync_loses_nothing_and_stores_nothing_twice(mailbox, mail_server, proxy_factory, sync_env):
+    """kill -9 the flow process mid-fetch, run again: every message exactly once, the store intact."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from prefect.client.orchestration import get_client
+
+    from flows.sync import connector_sync
+    from warden.store import default_document_store
+
+    # nginx delays downloads to one a second, so the kill lands in the middle of the fetch.
+    proxy = proxy_factory(rate_per_minute=60, burst=20, reject=False)
+    await register(mailbox, "polite-kill", proxy.url, mail_server)
+    store = default_document_store()
+
+    repository = Path(__file__).resolve().parent.parent
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import asyncio; from flows.sync import connector_sync; asyncio.run(connector_sync('polite-kill'))",
+        ],
+        cwd=repository,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while store.message_count("polite-kill") < 2:
+        assert worker.poll() is None, "the sync ended before it could be killed"
+        assert time.monotonic() < deadline, "the sync stored nothing within 120 s"
+        time.sleep(0.1)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    stored_before = store.message_count("polite-kill")
+    assert stored_before < mailbox["total"]
+
+    # A killed worker's slot on the account lock stays taken until its lease runs out;
+    # deleting the limit frees it at once, as an operator would (it is recreated on use).
+    async with get_client() as client:
+        await client.delete_global_concurrency_limit_by_name("account-polite-kill")
+
+    summary = await connector_sync("polite-kill")
+    assert summary.messages_seen == mailbox["total"] - stored_before
+    assert store.message_count("polite-kill") == mailbox["total"]
+
+    database = Path(sync_env) / "warden.db"
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        duplicates = connection.execute(
+            "SELECT uid, COUNT(*) FROM messages WHERE account = 'polite-kill' GROUP BY uid HAVING COUNT(*) > 1"
+        ).fetchall()
+        assert duplicates == []
+        cursor_uid = connection.execute(
+            "SELECT last_uid FROM cursors WHERE account = 'polite-kill' AND mailbox = 'INBOX'"
+        ).fetchone()[0]
+        highest_uid = connection.execute("SELECT MAX(uid) FROM messages WHERE account = 'polite-kill'").fetchone()[0]
+        assert cursor_uid == highest_uid
+    leftovers = [path.name for path in Path(sync_env).iterdir() if not path.name.startswith("warden.db")]
+    assert leftovers == []

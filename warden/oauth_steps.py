@@ -152,7 +152,7 @@ async def fetch_api(run: SyncRun, wrapped: WrappedToken) -> FetchOutcome:
     # A fetch repeated after a refresh adds to the counts of the first attempt.
     outcome = run.fetch_outcome = run.fetch_outcome or FetchOutcome()
     try:
-        async with run.limiter.site_slot(connector.site), connector.open(access.secret) as session:
+        async with run.site_access(connector.site), connector.open(access.secret) as session:
             mailbox = ""
             try:
                 for mailbox in run.account.mailboxes:

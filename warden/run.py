@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from warden.accounts import AccountConfig
 from warden.connectors.base import ApiConnector, ProbeResult
+from warden.connectors.http import request_gate
 from warden.connectors.registry import build_api_connector, build_connector
 from warden.credentials.oauth import AccessToken
 from warden.credentials.tokens import RevocationProof, ScopedToken, TokenLedger, WrappedToken
@@ -37,6 +38,10 @@ class Limiter(Protocol):
 
     def site_slot(self, site: str) -> AbstractAsyncContextManager[None]: ...
 
+    async def site_rate(self, site: str) -> None:
+        """Wait for the site's request rate to allow one more request."""
+        ...
+
 
 class NoLimits:
     """A limiter that never waits, for library use without an orchestrator."""
@@ -48,6 +53,9 @@ class NoLimits:
     @asynccontextmanager
     async def site_slot(self, site: str) -> AsyncIterator[None]:
         yield
+
+    async def site_rate(self, site: str) -> None:
+        return None
 
 
 class SyncSummary(BaseModel):
@@ -143,6 +151,17 @@ class SyncRun:
         if self._api_connector is None:
             self._api_connector = build_api_connector(self.account)
         return self._api_connector
+
+    @asynccontextmanager
+    async def site_access(self, site: str) -> AsyncIterator[None]:
+        """Hold one of the site's concurrency slots, and pace every request sent meanwhile by its rate limit."""
+
+        async def gate() -> None:
+            await self.limiter.site_rate(site)
+
+        async with self.limiter.site_slot(site):
+            with request_gate(gate):
+                yield
 
     def emit(self, name: EventName, **payload: object) -> None:
         self.events.emit(WardenEvent(name=name, account=self.account.name, payload=dict(payload)))

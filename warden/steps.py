@@ -130,7 +130,7 @@ async def probe(run: SyncRun, wrapped: WrappedToken) -> ProbeResult:
         run.emit(EventName.SESSION_PROBED, state=result.state.value, reason=reason, elapsed_seconds=0.0)
         return result
 
-    async with run.limiter.site_slot(run.account.site):
+    async with run.site_access(run.account.site):
         result, rotated = await run.connector.probe(loaded.state)
 
     if result.state == ProbeState.VALID:
@@ -189,7 +189,7 @@ async def import_state(run: SyncRun, wrapped: WrappedToken, state: SessionState)
     token = run.token_for(wrapped)
     started = utc_now()
 
-    async with run.limiter.site_slot(run.account.site):
+    async with run.site_access(run.account.site):
         result, rotated = await run.connector.probe(state)
 
     if result.state not in (ProbeState.VALID, ProbeState.EXPIRING):
@@ -279,7 +279,7 @@ async def fetch(run: SyncRun, wrapped: WrappedToken) -> FetchOutcome:
     # The run keeps the outcome, so a fetch that fails midway still reports what it stored.
     outcome = run.fetch_outcome = FetchOutcome()
     account = run.account.name
-    async with run.limiter.site_slot(run.account.site), run.connector.open(loaded.state) as session:
+    async with run.site_access(run.account.site), run.connector.open(loaded.state) as session:
         failed = True
         rejected = False
         mailbox = ""

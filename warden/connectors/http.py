@@ -25,6 +25,9 @@ import asyncio
 import logging
 import random
 import ssl
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -37,11 +40,26 @@ from warden import __version__
 from warden.connectors.policy import RobotsFetcher, SitePolicy, admit_request, raise_for_challenge
 from warden.errors import RateLimited, SiteUnreachable
 
-__all__ = ["HttpSettings", "build_client", "parse_retry_after", "send_with_backoff"]
+__all__ = ["HttpSettings", "build_client", "parse_retry_after", "request_gate", "send_with_backoff"]
 
 logger = logging.getLogger("warden.http")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+# Awaited before every attempt of every request in this context: the orchestrator's per-site
+# request rate, shared by every worker. Set with request_gate(); unset outside a sync.
+_request_gate: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("warden_request_gate", default=None)
+
+
+@contextmanager
+def request_gate(gate: Callable[[], Awaitable[None]]) -> Iterator[None]:
+    """Await ``gate`` before every request attempt sent from this context (and tasks started in it)."""
+    token = _request_gate.set(gate)
+    try:
+        yield
+    finally:
+        _request_gate.reset(token)
+
 
 # How long a cancelled request may take to close its connection before it is given up on.
 CANCEL_CLEANUP_SECONDS = 5.0
@@ -195,6 +213,10 @@ async def send_with_backoff(
                 max_wait_seconds=settings.max_retry_after_seconds,
                 fetch_robots=_robots_fetcher(client, settings),
             )
+
+        gate = _request_gate.get()
+        if gate is not None:
+            await gate()
 
         request = client.build_request(method, url, params=params, headers=headers, data=data)
         try:

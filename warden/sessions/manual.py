@@ -125,7 +125,7 @@ async def capture_by_hand(
                 state = SessionState.from_playwright(await context.storage_state(indexed_db=True))
                 if state.cookies:
                     probes += 1
-                    async with run.limiter.site_slot(run.account.site):
+                    async with run.site_access(run.account.site):
                         result, rotated = await run.connector.probe(state)
                     if result.state in (ProbeState.VALID, ProbeState.EXPIRING):
                         logger.info("login.by_hand_detected account=%s probes=%d", account, probes)
