@@ -360,7 +360,7 @@ class OidcProvider:
 
     # Lifecycle
 
-    def start(self, timeout_seconds: float = 15.0) -> None:
+    def start(self, timeout_seconds: float = 60.0) -> None:
         """Write the configuration and the client secrets, start the provider and wait for discovery.
 
         Keeps the client secrets and users of earlier starts from this run directory.

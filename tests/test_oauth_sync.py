@@ -229,10 +229,12 @@ WORKER = textwrap.dedent(
         token = vault.unwrap(vault.issue(config.paths, Action.GRANT_REFRESH, ttl_seconds=60))
         store = VaultGrantStore(vault, token, config.paths)
         events = []
+        ready_at = time.time()
         time.sleep(max(0.0, start_at - time.time()))
         access = await current_access_token(
             store, config.oauth, account=name, emit=lambda event, **payload: events.append(event.value))
-        print(json.dumps({"token": access.fingerprint, "source": access.source, "events": events}))
+        print(json.dumps({"token": access.fingerprint, "source": access.source, "events": events,
+                          "ready_before_start": ready_at < start_at}))
 
     asyncio.run(main())
     """
@@ -245,7 +247,8 @@ def start_workers(registered, openbao_server, count: int = 2) -> list[subprocess
         "VAULT_ADDR": openbao_server.address,
         "RUNNER_ROLE_ID": registered["runner"].role_id,
     }
-    start_at = str(time.time() + 4.0)
+    # Both workers wait for the same instant, after their imports and vault logins.
+    start_at = str(time.time() + 10.0)
     return [
         subprocess.Popen(
             [sys.executable, "-c", WORKER, RACE_ACCOUNT, start_at],
@@ -280,8 +283,12 @@ async def test_two_workers_refresh_once(registered, openbao_server, oidc_provide
 
     after = refresh_requests(oidc_provider)[len(before) :]
     assert [event["status"] for event in after] == [200], after
+    assert all(result["ready_before_start"] for result in results), "a worker was not ready in time; no race ran"
     assert results[0]["token"] == results[1]["token"]
-    assert sorted(result["source"] for result in results) == ["refreshed", "refreshed-elsewhere"]
+    # The other worker either waited for the lease ("refreshed-elsewhere") or, if it read the grant
+    # only after the refresh was written, found the new token stored.
+    sources = sorted(result["source"] for result in results)
+    assert sources in (["refreshed", "refreshed-elsewhere"], ["refreshed", "stored"])
     fields, _ = grant_fields(registered["admin"], config)
     assert fields["lease_holder"] == ""
 
@@ -391,3 +398,40 @@ async def test_revoked_grant_is_login_required_not_retried(registered, oidc_prov
         await state.aresult()
     # One refused request, no retry loop.
     assert [event["status"] for event in refresh_requests(oidc_provider)[before:]] == [400]
+
+
+class AdminGrantStore:
+    """The grant on KV v2 through the administrator's token, for setting up a case."""
+
+    def __init__(self, admin: hvac.Client, config: AccountConfig) -> None:
+        self.admin, self.config = admin, config
+
+    def read(self):
+        return grant_fields(self.admin, self.config)
+
+    def write(self, data, *, cas):
+        response = self.admin.secrets.kv.v2.create_or_update_secret(
+            path=self.config.oauth_grant_path, secret=data, cas=cas, mount_point=self.config.kv_mount
+        )
+        return response["data"]["version"]
+
+
+async def test_token_refused_by_imap_is_refreshed_once(first_sync, registered, oidc_provider):
+    """A token the grant calls valid but the provider revoked: IMAP refuses it, one refresh, then the fetch."""
+    from flows.sync import connector_sync
+    from warden.credentials.oauth import OAuthClient
+
+    admin, config = registered["admin"], registered["configs"][ACCOUNT]
+    access = await current_access_token(
+        AdminGrantStore(admin, config), config.oauth, account=ACCOUNT, emit=lambda event, **payload: None
+    )
+    client = OAuthClient(config.oauth, oidc_provider.clients()["warden"].client_secret, account=ACCOUNT)
+    await client.revoke(access.secret)
+    before = len(refresh_requests(oidc_provider))
+
+    summary = await connector_sync(ACCOUNT)
+
+    assert summary.probe == "valid"
+    assert summary.access_path == "oauth"
+    assert summary.refreshed is True
+    assert len(refresh_requests(oidc_provider)) == before + 1
