@@ -40,7 +40,7 @@ from warden import __version__
 from warden.connectors.policy import RobotsFetcher, SitePolicy, admit_request, raise_for_challenge
 from warden.errors import RateLimited, SiteUnreachable
 
-__all__ = ["HttpSettings", "build_client", "parse_retry_after", "request_gate", "send_with_backoff"]
+__all__ = ["HttpSettings", "build_client", "pace_request", "parse_retry_after", "request_gate", "send_with_backoff"]
 
 logger = logging.getLogger("warden.http")
 
@@ -49,6 +49,13 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Awaited before every attempt of every request in this context: the orchestrator's per-site
 # request rate, shared by every worker. Set with request_gate(); unset outside a sync.
 _request_gate: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("warden_request_gate", default=None)
+
+
+async def pace_request() -> None:
+    """Wait for the gate of this context, if any: call it before each request a connector sends by other means."""
+    gate = _request_gate.get()
+    if gate is not None:
+        await gate()
 
 
 @contextmanager
@@ -214,9 +221,7 @@ async def send_with_backoff(
                 fetch_robots=_robots_fetcher(client, settings),
             )
 
-        gate = _request_gate.get()
-        if gate is not None:
-            await gate()
+        await pace_request()
 
         request = client.build_request(method, url, params=params, headers=headers, data=data)
         try:

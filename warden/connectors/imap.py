@@ -28,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from warden.connectors.base import ItemRef
+from warden.connectors.http import pace_request
 from warden.errors import AccessTokenRejected, ConfigError, SiteUnreachable, UnexpectedResponse
 
 __all__ = ["ImapConnector", "ImapOptions", "ImapSession", "parse_imap_options"]
@@ -87,6 +88,8 @@ class ImapSession:
         self.uidvalidity: dict[str, int] = {}
 
     async def _call(self, what: str, function, *args):
+        # IMAP commands count against the site's request rate like HTTP requests do.
+        await pace_request()
         self.requests_sent += 1
         try:
             status, data = await asyncio.to_thread(function, *args)
