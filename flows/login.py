@@ -56,7 +56,7 @@ from flows.orchestration import PrefectEventSink, PrefectLimits, retry_transient
 from flows.sync import issue_scoped_token, load_account, wipe_tokens
 from warden.connectors.base import LoginCredentials, ProbeState
 from warden.credentials.policies import Action
-from warden.credentials.redaction import install_redaction, register_secret
+from warden.credentials.redaction import register_secret
 from warden.credentials.tokens import RevocationProof, WrappedToken
 from warden.credentials.vault import VaultClient
 from warden.errors import (
@@ -69,6 +69,7 @@ from warden.errors import (
     WardenError,
 )
 from warden.events import EventName
+from warden.logs import configure_logging
 from warden.run import Limiter, NoLimits, SyncRun
 from warden.sessions.capture import login_and_capture
 from warden.sessions.forecast import forecast_expiry
@@ -355,7 +356,8 @@ async def guided_login(
     ``reason`` is why the login is needed, shown in the form and the event.
     ``input_timeout_seconds`` is how long the run waits for input before it fails.
     """
-    install_redaction()
+    # Installs the redaction filter on every handler, and JSON output when WARDEN_LOG_FORMAT=json.
+    configure_logging(add_root_handler=False)
     run_logger = get_run_logger()
 
     run = await open_login_run(account, limiter=PrefectLimits())
@@ -519,7 +521,8 @@ async def manual_login(
     Needs a display. ``remote_debugging_port`` opens Chromium's DevTools
     protocol on 127.0.0.1 so a program can drive the window, as the tests do.
     """
-    install_redaction()
+    # Installs the redaction filter on every handler, and JSON output when WARDEN_LOG_FORMAT=json.
+    configure_logging(add_root_handler=False)
 
     # A person's window on their own machine takes no slot of the workers' shared browser limit.
     run = await open_login_run(account, limiter=NoLimits())

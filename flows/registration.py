@@ -16,7 +16,10 @@ from prefect.blocks.core import Block
 from pydantic import SecretStr
 
 from blocks.account import ConnectorAccount
+from blocks.notification import save_alert_webhook
+from blocks.roster import ModelRoster
 from blocks.vault import VaultConnection
+from flows.automations import ensure_alerts
 from flows.orchestration import BROWSER_LIMIT, DEFAULT_BROWSER_SLOTS, DEFAULT_SITE_SLOTS, ensure_limit, site_limit_name
 from warden.accounts import check_account_name
 from warden.credentials.provision import RunnerCredentials, provision_account, provision_runner, store_oauth_grant
@@ -26,15 +29,23 @@ __all__ = ["register_account", "register_block_types", "set_up_vault"]
 
 logger = logging.getLogger("warden.setup")
 
+ALERT_BLOCK_NAME = "warden-alerts"
+
 
 async def register_block_types() -> None:
     """Register the project's Block types with the Prefect server (as ``prefect block register -m blocks``)."""
-    for block_type in (VaultConnection, ConnectorAccount):
+    for block_type in (VaultConnection, ConnectorAccount, ModelRoster):
         await block_type.aregister_type_and_schema()
 
 
-async def set_up_vault(admin: hvac.Client, *, block_name: str = "default") -> RunnerCredentials:
-    """Provision the runner identity in the vault and save the vault Block; return the runner's credentials."""
+async def set_up_vault(
+    admin: hvac.Client, *, block_name: str = "default", alert_webhook_url: str | None = None
+) -> RunnerCredentials:
+    """Provision the runner identity in the vault and save the vault Block; return the runner's credentials.
+
+    With ``alert_webhook_url``, also save the ``warden-alerts`` webhook Block and create the alerts
+    (repeated login-required events, any unproven revocation, repeated browser crashes).
+    """
     try:
         credentials = provision_runner(admin)
     except hvac.exceptions.Forbidden as exc:
@@ -50,6 +61,9 @@ async def set_up_vault(admin: hvac.Client, *, block_name: str = "default") -> Ru
     await register_block_types()
     await VaultConnection(address=admin.url, role_id=credentials.role_id).asave(block_name, overwrite=True)
     await ensure_limit(BROWSER_LIMIT, DEFAULT_BROWSER_SLOTS)
+    if alert_webhook_url is not None:
+        await save_alert_webhook(ALERT_BLOCK_NAME, alert_webhook_url)
+        await ensure_alerts(ALERT_BLOCK_NAME)
     logger.info("setup.vault_block_saved name=%s address=%s", block_name, admin.url)
     return credentials
 

@@ -53,10 +53,10 @@ from flows.sync import (
 )
 from warden import steps
 from warden.credentials.policies import Action
-from warden.credentials.redaction import install_redaction
 from warden.credentials.tokens import WrappedToken
 from warden.credentials.vault import VaultClient
 from warden.errors import ErrorKind, RevocationUnproven, WardenError
+from warden.logs import configure_logging
 from warden.run import SyncRun
 from warden.store import default_document_store
 from warden.store.documents import StoredSession
@@ -312,7 +312,8 @@ async def rotate_sessions(
         max_parallel_accounts: accounts handled at once; browser logins also wait for the ``browser``
             global concurrency limit.
     """
-    install_redaction()
+    # Installs the redaction filter on every handler, and JSON output when WARDEN_LOG_FORMAT=json.
+    configure_logging(add_root_handler=False)
     run_logger = get_run_logger()
     names = accounts if accounts is not None else await registered_accounts()
 

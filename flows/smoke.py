@@ -51,10 +51,10 @@ from flows.sync import TASK_RETRIES, TASK_RETRY_DELAYS_SECONDS, issue_scoped_tok
 from warden.accounts import BrowserBudget
 from warden.connectors.roundcube import REQUEST_TOKEN_EXTRA
 from warden.credentials.policies import Action
-from warden.credentials.redaction import install_redaction
 from warden.credentials.tokens import WrappedToken
 from warden.errors import BrowserCrashed, SessionRejected, SiteUnreachable, StateCorrupt
 from warden.events import EventName
+from warden.logs import configure_logging
 from warden.run import SyncRun
 from warden.sessions.browser import BrowserPool
 from warden.sessions.capture import READ_SESSION_STORAGE
@@ -287,7 +287,8 @@ async def smoke_test_sessions(
         max_parallel_accounts: accounts tested at once; each visit also waits for the ``browser``
             global concurrency limit.
     """
-    install_redaction()
+    # Installs the redaction filter on every handler, and JSON output when WARDEN_LOG_FORMAT=json.
+    configure_logging(add_root_handler=False)
     run_logger = get_run_logger()
     names = accounts if accounts is not None else await registered_accounts()
 

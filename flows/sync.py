@@ -22,6 +22,7 @@ task failed, and the flow's final state still shows that failure.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from datetime import UTC, datetime, timedelta
@@ -48,7 +49,6 @@ from warden import oauth_steps, steps
 from warden.accounts import AccessPath, AccountConfig
 from warden.connectors.base import ProbeResult, ProbeState
 from warden.credentials.policies import Action
-from warden.credentials.redaction import install_redaction
 from warden.credentials.tokens import RevocationProof, WrappedToken
 from warden.credentials.vault import VaultClient
 from warden.errors import (
@@ -62,6 +62,7 @@ from warden.errors import (
     WardenError,
 )
 from warden.events import EventName
+from warden.logs import configure_logging
 from warden.run import ExtractOutcome, FetchOutcome, SyncRun, SyncSummary
 from warden.store import DocumentStore, default_document_store
 
@@ -175,9 +176,13 @@ async def wipe_tokens(run: SyncRun) -> list[RevocationProof]:
 
 
 @flow(name="connector-sync", log_prints=False)
-async def connector_sync(account: str) -> SyncSummary:
-    """Sync one account: probe, refresh if needed, fetch, extract, then revoke every token issued."""
-    install_redaction()
+async def connector_sync(account: str, route_with_roster: str | None = None) -> SyncSummary:
+    """Sync one account: probe, refresh if needed, fetch, extract, then revoke every token issued.
+
+    With ``route_with_roster``, a completed sync then runs ``route-documents`` with that roster Block.
+    """
+    # Installs the redaction filter on every handler, and JSON output when WARDEN_LOG_FORMAT=json.
+    configure_logging(add_root_handler=False)
     run_logger = get_run_logger()
 
     summary = SyncSummary(account=account, access_path="none", probe="not run")
@@ -223,6 +228,11 @@ async def connector_sync(account: str) -> SyncSummary:
 
     if failure is not None:
         raise failure
+    if route_with_roster is not None:
+        # A subflow run of its own: a routing failure fails this run, after the sync's results are saved.
+        from flows.route import route_documents
+
+        await asyncio.to_thread(route_documents, account, roster=route_with_roster)
     run_logger.info(
         "sync.done account=%s probe=%s refreshed=%s messages=%d attachments=%d extracted=%d failed=%d pending=%d",
         account,

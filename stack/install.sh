@@ -12,12 +12,14 @@
 #
 # Environment:
 #   PYTHON   interpreter for a new .venv (default: python3); must be 3.11 or newer.
+#   WARDEN_EXTRAS  extras of the project to install (default: extraction,demo,vault-server,test).
 set -euo pipefail
 
 repository_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repository_root/.venv"
 python="${PYTHON:-python3}"
-extras="extraction,ocr,demo,vault-server,test"
+# WARDEN_EXTRAS overrides the extras; `make test` adds routing (PyTorch, about 1.5 GB).
+extras="${WARDEN_EXTRAS:-extraction,demo,vault-server,test}"
 install_stamp="$venv/.connector-warden-install"
 oidc_dir="$repository_root/stack/oidc-provider"
 npm_stamp="$oidc_dir/node_modules/.connector-warden-install"

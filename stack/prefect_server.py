@@ -63,6 +63,8 @@ _INHERITED_SETTINGS_TO_DROP = (
     "PREFECT_PROFILES_PATH",
     "PREFECT_API_DATABASE_CONNECTION_URL",
     "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+    "PREFECT_UI_API_URL",
+    "PREFECT_SERVER_UI_API_URL",
 )
 
 
@@ -72,9 +74,12 @@ def default_cache_dir() -> Path:
     return Path(cache_home) / "connector-warden"
 
 
-def _server_environment(prefect_home: Path, database_url: str | None) -> dict[str, str]:
+def _server_environment(prefect_home: Path, database_url: str | None, api_url: str | None = None) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if name not in _INHERITED_SETTINGS_TO_DROP}
     env["PREFECT_HOME"] = str(prefect_home)
+    if api_url is not None:
+        # The UI calls the API at this URL; without it Prefect 3.9.1 tells the UI http://127.0.0.1:4200/api.
+        env["PREFECT_UI_API_URL"] = api_url
     env["DO_NOT_TRACK"] = "1"
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     if database_url is not None:
@@ -190,7 +195,7 @@ class PrefectServer:
             command,
             log_path=self.log_path,
             pid_path=self.pid_path,
-            env=_server_environment(self.run_dir, database_url),
+            env=_server_environment(self.run_dir, database_url, self.api_url),
             cwd=self.run_dir,
         )
         process.start()

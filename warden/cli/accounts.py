@@ -39,6 +39,10 @@ def setup(
         Path, typer.Option(help="File to write the runner's AppRole secret id to (created with mode 0600).")
     ],
     vault_block: Annotated[str, typer.Option(help="Name of the vault Block to save.")] = "default",
+    alert_webhook_url: Annotated[
+        str | None,
+        typer.Option(help="Webhook that receives the alerts (login required, unproven revocation, browser crashes)."),
+    ] = None,
 ) -> None:
     """Prepare the vault (AppRole runner, token role, transit) and register the Block types.
 
@@ -47,7 +51,10 @@ def setup(
     """
     from flows.registration import set_up_vault
 
-    credentials = run_command(set_up_vault(_admin_vault_client(), block_name=vault_block), what="set up the vault")
+    credentials = run_command(
+        set_up_vault(_admin_vault_client(), block_name=vault_block, alert_webhook_url=alert_webhook_url),
+        what="set up the vault",
+    )
     descriptor = os.open(secret_id_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(credentials.secret_id.get_secret_value() + "\n")

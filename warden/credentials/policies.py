@@ -32,7 +32,9 @@ __all__ = [
     "ActionRule",
     "AccountPaths",
     "action_policy_name",
+    "model_call_policy_name",
     "render_action_policy",
+    "render_model_call_policy",
     "render_runner_policy",
     "rule_for",
     "actions_for",
@@ -55,9 +57,13 @@ class Action(StrEnum):
     GRANT_PROBE = "grant-probe"
     GRANT_REFRESH = "grant-refresh"
     API_FETCH = "api-fetch"
+    # Read one roster model's API key for one call (not per account: see model_call_policy_name).
+    MODEL_CALL = "model-call"
 
 
 OAUTH_ACTIONS = frozenset({Action.GRANT_PROBE, Action.GRANT_REFRESH, Action.API_FETCH})
+# Actions whose policies belong to a model of the roster, not to an account.
+MODEL_ACTIONS = frozenset({Action.MODEL_CALL})
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,8 @@ _RULES = {
     Action.API_FETCH: ActionRule(
         **_NO_SESSION, num_uses=5 * ATTEMPTS_PER_TOKEN, read_oauth_grant=True, write_oauth_grant=True
     ),
+    # One read of the key per call; a model call is never retried, so no attempts factor.
+    Action.MODEL_CALL: ActionRule(**_NO_SESSION, num_uses=1),
 }
 
 
@@ -116,7 +124,11 @@ def rule_for(action: Action) -> ActionRule:
 
 def actions_for(paths: AccountPaths) -> list[Action]:
     """Return the actions an account has policies for: the OAuth ones only when it has a grant path."""
-    return [action for action in Action if paths.oauth_grant_path is not None or action not in OAUTH_ACTIONS]
+    return [
+        action
+        for action in Action
+        if action not in MODEL_ACTIONS and (paths.oauth_grant_path is not None or action not in OAUTH_ACTIONS)
+    ]
 
 
 @dataclass(frozen=True)
@@ -168,6 +180,19 @@ def render_action_policy(paths: AccountPaths, action: Action) -> str:
     if rule.encrypt_session:
         blocks.append(f'path "{paths.transit_mount}/encrypt/{paths.session_key}" {{ capabilities = ["update"] }}')
     return "\n".join(blocks) + "\n"
+
+
+def model_call_policy_name(model_name: str) -> str:
+    """Return the policy name of a model's key, e.g. ``warden-acct-model-hosted-model-call``.
+
+    The ``warden-acct-`` prefix is what the token role's ``allowed_policies_glob`` admits.
+    """
+    return f"{ACTION_POLICY_PREFIX}model-{model_name}-{Action.MODEL_CALL.value}"
+
+
+def render_model_call_policy(kv_mount: str, api_key_path: str) -> str:
+    """Render the HCL policy that may read one model's API key on KV v2 and nothing else."""
+    return f'path "{kv_mount}/data/{api_key_path}" {{ capabilities = ["read"] }}\n'
 
 
 def render_runner_policy() -> str:

@@ -28,11 +28,13 @@ from warden.credentials.policies import (
     AccountPaths,
     action_policy_name,
     actions_for,
+    model_call_policy_name,
     render_action_policy,
+    render_model_call_policy,
     render_runner_policy,
 )
 
-__all__ = ["RunnerCredentials", "provision_account", "provision_runner", "store_oauth_grant"]
+__all__ = ["RunnerCredentials", "provision_account", "provision_model", "provision_runner", "store_oauth_grant"]
 
 logger = logging.getLogger("warden.vault")
 
@@ -157,3 +159,17 @@ def store_oauth_grant(
     )
     logger.info("vault.oauth_grant_stored account=%s refresh_token=%s", paths.account, refresh_token is not None)
     return int(response["data"]["version"])
+
+
+def provision_model(
+    admin: hvac.Client, model_name: str, *, kv_mount: str, api_key_path: str, api_key: SecretStr | None = None
+) -> None:
+    """Write the model-call policy of a roster model, and store its API key if given (field ``api_key``)."""
+    admin.sys.create_or_update_policy(
+        model_call_policy_name(model_name), render_model_call_policy(kv_mount, api_key_path)
+    )
+    if api_key is not None:
+        admin.secrets.kv.v2.create_or_update_secret(
+            path=api_key_path, secret={"api_key": api_key.get_secret_value()}, mount_point=kv_mount
+        )
+    logger.info("vault.model_provisioned model=%s", model_name)
