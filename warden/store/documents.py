@@ -5,27 +5,29 @@ Every write is idempotent: saving the same message twice keeps one row, and
 content is deduplicated by SHA-256 across messages and accounts.
 
 SQLite is the embedded default (WAL mode, a busy timeout, so a worker and the
-CLI can share it); any SQLAlchemy URL with a driver installed works, for
-example ``postgresql+psycopg://...``.
+CLI can share it). PostgreSQL is the choice for workers on several hosts, with
+a URL such as ``postgresql+psycopg://USER:PASSWORD@HOST:5432/warden`` and the
+psycopg driver installed. Opening a store creates or upgrades its schema
+(see :mod:`warden.store.migrations`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, text, update
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from warden.errors import BugError, ConfigError, TransientError
-from warden.store import schema
+from warden.store import migrations, schema
 
 __all__ = ["AttachmentRecord", "DocumentStore", "MessageRecord", "PendingAttachment", "StoredSession"]
 
@@ -129,32 +131,26 @@ class DocumentStore:
         self.url = url
         try:
             self._engine = self._create_engine(url)
-            schema.metadata.create_all(self._engine)
-            self._add_missing_columns()
+            self._insert = self._insert_for_dialect(self._engine.dialect.name)
+            migrations.migrate(self._engine)
         except (OSError, SQLAlchemyError) as exc:
             safe_url = url.split("@")[-1] if "@" in url else url
             raise ConfigError(
                 f"Could not open the document store at {safe_url}: {type(exc).__name__}: {exc}. "
                 "Check WARDEN_STORE_URL or WARDEN_HOME, and that the database is reachable and writable."
             ) from exc
-        self._insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
 
-    def _add_missing_columns(self) -> None:
-        """Add columns that newer versions of the schema define to tables an older version created.
-
-        Only additive, nullable changes are handled this way.
-        """
-        # TODO: move to versioned migrations before the first change that is not an added nullable column.
-        inspector = inspect(self._engine)
-        with self._engine.begin() as connection:
-            for table in schema.metadata.sorted_tables:
-                existing = {column["name"] for column in inspector.get_columns(table.name)}
-                for column in table.columns:
-                    if column.name in existing:
-                        continue
-                    column_type = column.type.compile(dialect=self._engine.dialect)
-                    connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {column_type}'))
-                    logger.info("store.column_added table=%s column=%s", table.name, column.name)
+    @staticmethod
+    def _insert_for_dialect(dialect: str) -> Callable[..., Any]:
+        """Return the dialect's ``insert``, which has ``on_conflict_do_nothing``; only SQLite and PostgreSQL do."""
+        if dialect == "postgresql":
+            return postgresql.insert
+        if dialect == "sqlite":
+            return sqlite.insert
+        raise ConfigError(
+            f"The document store supports SQLite and PostgreSQL, not {dialect}. "
+            "Set WARDEN_STORE_URL to a sqlite:/// or postgresql+psycopg:// URL."
+        )
 
     @staticmethod
     def _create_engine(url: str) -> Engine:
