@@ -145,6 +145,11 @@ def account_add(
         what=f"register account '{name}'",
     )
     console.print(f"Account '{name}' registered. Sync it with `warden sync {name}`.")
+    if password is None and "oauth" not in (oauth_fields.get("access_paths") or []):
+        console.print(
+            "No password given: a login secret already in the vault is kept. If none is stored yet, "
+            f"store one with `warden account add {name} --replace ... --password-stdin`."
+        )
     if (
         oauth_fields.get("oauth")
         and oauth_fields["oauth"].get("grant_type", "authorization_code") != "client_credentials"

@@ -49,12 +49,28 @@ async def _authorize(account: str, *, timeout_seconds: float, paste: bool) -> No
 
     from blocks.account import ConnectorAccount
     from warden.credentials.authorize import finish_authorization, start_authorization
+    from warden.credentials.oauth import OAuthGrantType
     from warden.credentials.provision import store_oauth_grant
 
-    block = await ConnectorAccount.aload(account)
+    try:
+        block = await ConnectorAccount.aload(account)
+    except ValueError:
+        fail("No such account", f"no account named '{account}' is registered; see `warden status`.", code=2)
     config = block.to_config(account)
     if config.oauth is None:
-        fail("No OAuth access path", f"account '{account}' has no 'oauth' settings on its Block.", code=2)
+        fail(
+            "No OAuth access path",
+            f"account '{account}' has no 'oauth' settings on its Block. Add them with "
+            f"`warden account add {account} --replace --access-path oauth --oauth-config FILE ...`.",
+            code=2,
+        )
+    if config.oauth.grant_type == OAuthGrantType.CLIENT_CREDENTIALS:
+        fail(
+            "Nothing to authorize",
+            f"account '{account}' uses the client_credentials grant, which needs no person's consent; "
+            "its client secret is all it needs.",
+            code=2,
+        )
 
     admin = _admin_vault_client()
     fields = admin.secrets.kv.v2.read_secret_version(

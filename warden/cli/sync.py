@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -110,7 +111,8 @@ def status(
             str(row["pending_extractions"]),
             str(row["deferred_extractions"]),
         )
-    console.print(table)
+    # Piped output has no terminal width; a narrow default would cut every column to a few letters.
+    Console(width=max(console.width, 120) if not console.is_terminal else None).print(table)
 
 
 def _short_path(path: str) -> str:

@@ -468,7 +468,10 @@ def _map_error(exc: Exception, address: str, attempted: str, path: str, account:
     if isinstance(exc, requests.Timeout):
         return VaultUnavailable(f"{where}: timed out. Check that the vault is running.")
     if isinstance(exc, requests.ConnectionError):
-        return VaultUnavailable(f"{where}: connection failed. Check that the vault is running and VAULT_ADDR is right.")
+        return VaultUnavailable(
+            f"{where}: connection failed. Check that the vault is running at that address; the flows take it "
+            "from the vault Block (`warden setup` or `make demo` saves it again after the vault moved)."
+        )
     if isinstance(
         exc, hvac.exceptions.InternalServerError | hvac.exceptions.BadGateway | hvac.exceptions.RateLimitExceeded
     ):
