@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
@@ -51,11 +52,19 @@ def declared_deployments() -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def deployed(prefect_server) -> list[dict]:
+def deployed(prefect_server) -> Iterator[list[dict]]:
     prefect_command("work-pool", "create", POOL, "--type", "process", "--overwrite")
     prefect_command("work-queue", "create", "background", "--pool", POOL, "--priority", "100")
     prefect_command("deploy", "--all", timeout_seconds=120.0)
-    return declared_deployments()
+    yield declared_deployments()
+
+    # Other modules share this server and expect, for example, no guided-login deployment.
+    api_url = prefect_server.api_url.rstrip("/")
+    with httpx.Client(trust_env=False, timeout=10.0) as client:
+        response = client.post(f"{api_url}/deployments/filter", json={"work_pools": {"name": {"any_": [POOL]}}})
+        response.raise_for_status()
+        for deployment in response.json():
+            client.delete(f"{api_url}/deployments/{deployment['id']}").raise_for_status()
 
 
 @pytest.fixture

@@ -302,13 +302,13 @@ async def test_prefect_ui_form_resumes_run(guided, prefect_server):
             # Nothing leaves the machine, whatever the UI tries to load.
             await route.abort()
             return
+        if url.endswith("/resume"):
+            resume_bodies.append(json.loads(route.request.post_data))
         if not url.startswith(DEFAULT_UI_API_URL):
             await route.continue_()
             return
 
-        # The UI bundled with the server calls the default API address, 127.0.0.1:4200, which is not this server.
-        if url.endswith("/resume"):
-            resume_bodies.append(json.loads(route.request.post_data))
+        # A UI told no API address calls the default one, 127.0.0.1:4200, which is not this server.
         await route.fulfill(response=await route.fetch(url=url.replace(DEFAULT_UI_API_URL, api_url)))
 
     async with async_playwright() as playwright:
