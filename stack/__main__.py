@@ -60,12 +60,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from stack.mail import MailServer
 from stack.oidc import OidcProvider
 from stack.openbao import OpenBaoDevServer
 from stack.ports import is_port_free
 from stack.prefect_server import PrefectServer
-from stack.process import StackError, write_private
+from stack.process import StackError, is_alive, read_pid, write_private
 
 STATE_FILE = "stack.json"
 ENV_FILE = "env"
@@ -107,8 +109,9 @@ class StackDirectory:
             return {"version": STATE_VERSION, "components": {}}
         except json.JSONDecodeError as exc:
             raise StackError(
-                f"{self.state_path} is not valid JSON ({exc}); stop the processes whose pids "
-                f"are in the *.pid files below {self.path}, then delete it"
+                f"{self.state_path} is not valid JSON ({exc}). Run `python -m stack down --dir {self.path}` "
+                "(or `make stop`): it stops the processes in the pid files below that directory and sets "
+                "the file aside, so the next `up` starts afresh"
             ) from exc
         state.setdefault("components", {})
         return state
@@ -378,7 +381,11 @@ def command_down(args: argparse.Namespace) -> int:
     if not directory.state_path.exists():
         print(f"No stack in {directory.path}: {directory.state_path} does not exist.")
         return 0
-    state = directory.load_state()
+    try:
+        state = directory.load_state()
+    except StackError as exc:
+        print(f"warning: {exc}", file=sys.stderr)
+        return _stop_by_pid_files(directory)
     components = state["components"]
     reports: list[ComponentReport] = []
     errors: list[StackError] = []
@@ -407,6 +414,47 @@ def command_down(args: argparse.Namespace) -> int:
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def _belongs_to(process: psutil.Process, directory: Path) -> bool:
+    """Return whether a process was started from ``directory``: named in its command line, cwd or environment."""
+    marker = str(directory)
+    try:
+        if any(marker in part for part in process.cmdline()) or process.cwd().startswith(marker):
+            return True
+        return any(marker in value for value in process.environ().values())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+def _stop_by_pid_files(directory: StackDirectory, timeout_seconds: float = 10.0) -> int:
+    """Stop the processes in the pid files below ``directory`` when ``stack.json`` cannot be read.
+
+    Only a process whose command line, working directory or environment names the
+    directory is stopped, so a pid reused by another program is left alone. The
+    unreadable state file is kept as ``stack.json.corrupt``; the next ``up`` starts afresh.
+    """
+    processes = []
+    for pid_path in sorted(directory.path.rglob("*.pid")):
+        pid = read_pid(pid_path)
+        if pid is None or not is_alive(pid):
+            continue
+        process = psutil.Process(pid)
+        if _belongs_to(process, directory.path):
+            processes.append(process)
+            process.terminate()
+
+    _, alive = psutil.wait_procs(processes, timeout=timeout_seconds)
+    for process in alive:
+        process.kill()
+    psutil.wait_procs(alive, timeout=timeout_seconds)
+
+    directory.state_path.replace(directory.state_path.with_name(STATE_FILE + ".corrupt"))
+    print(
+        f"Stopped {len(processes)} processes found in pid files below {directory.path}; "
+        f"the unreadable state file is kept as {STATE_FILE}.corrupt."
+    )
+    return 0
 
 
 def _stop_component(
