@@ -195,9 +195,10 @@ async def connector_sync(account: str, route_with_roster: str | None = None) -> 
 
     try:
         check_account_name(account)
+        # Loaded before the lock, so a misspelled account leaves no limit named after it behind.
+        config, vault_block = await load_account(account)
         # One sync per account at a time, across every worker: a second one waits for the first.
         async with account_lock(account):
-            config, vault_block = await load_account(account)
             run = SyncRun(
                 config,
                 vault=VaultClient(vault_block.settings()),

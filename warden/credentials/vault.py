@@ -454,7 +454,9 @@ def _map_error(exc: Exception, address: str, attempted: str, path: str, account:
     if isinstance(exc, hvac.exceptions.Forbidden):
         return VaultDenied(
             f"{where}: permission denied. Check that the account is registered "
-            "(`warden account add`) and that its vault policies grant this path."
+            "(`warden account add`) and that its vault policies grant this path. A vault that lost its data "
+            "(the dev stack's keeps it in memory) needs the account registered again: "
+            "`warden account add NAME --replace ... --password-stdin`."
         )
     if isinstance(exc, hvac.exceptions.VaultDown):
         return VaultUnavailable(f"{where}: the vault is sealed. Unseal it, then run the sync again.")
