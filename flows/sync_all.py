@@ -118,6 +118,7 @@ async def sync_all_accounts(
     run_logger.info("sync_all.start accounts=%d deployment=%s", len(names), deployment or "subflows")
 
     gate = asyncio.Semaphore(max_concurrent_accounts)
+    finished: list[str] = []
 
     async def sync_one(account: str) -> dict[str, Any]:
         async with gate:
@@ -129,6 +130,10 @@ async def sync_all_accounts(
             except Exception as exc:  # noqa: BLE001 - one account's failure must not stop the others
                 run_logger.error("sync_all.account_failed account=%s error=%s", account, exc)
                 completed, summary = False, {"error": f"{type(exc).__name__}: {exc}", "failed": 1}
+        finished.append(account)
+        run_logger.info(
+            "sync_all.progress account=%s completed=%s done=%d total=%d", account, completed, len(finished), len(names)
+        )
         return _row(account, completed, summary)
 
     rows = list(await asyncio.gather(*(sync_one(account) for account in names)))

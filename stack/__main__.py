@@ -124,6 +124,11 @@ class StackDirectory:
         temporary.replace(self.state_path)
 
 
+def _progress(step: str) -> None:
+    # On stderr, so the table on stdout stays machine-readable; flushed, so a slow start shows at once.
+    print(f"==> {step}", file=sys.stderr, flush=True)
+
+
 def _port_if_free(stored: dict[str, Any], key: str) -> int | None:
     port = stored.get(key)
     return port if isinstance(port, int) and is_port_free(port) else None
@@ -160,6 +165,7 @@ def _up_openbao(directory: StackDirectory, state: dict[str, Any]) -> ComponentRe
         port = _port_if_free(stored, "port")
         if port is None or not is_port_free(port + 1):
             server = OpenBaoDevServer(server.run_dir)
+        _progress("starting OpenBao")
         server.start()
         action = "started"
     state["components"]["openbao"] = {
@@ -180,6 +186,7 @@ def _up_oidc(directory: StackDirectory, state: dict[str, Any]) -> tuple[OidcProv
     else:
         provider.stop()
         provider = OidcProvider(provider.run_dir, port=_port_if_free(stored, "port"))
+        _progress("starting the OIDC provider")
         provider.start()
         action = "started"
     state["components"]["oidc"] = {
@@ -214,6 +221,7 @@ def _up_mail(directory: StackDirectory, state: dict[str, Any], provider: OidcPro
             oauth2_introspection_url=introspection_url,
             oauth2_client=(dovecot_client.client_id, dovecot_client.client_secret),
         )
+        _progress("starting the mail server (Dovecot, php-fpm, nginx)")
         server.start()
         action = "started"
     state["components"]["mail"] = _mail_state(server, introspection_url)
@@ -252,6 +260,7 @@ def _up_prefect(directory: StackDirectory, state: dict[str, Any]) -> ComponentRe
     else:
         server.stop()
         server = PrefectServer(server.run_dir, port=_port_if_free(stored, "port"))
+        _progress("starting the Prefect server (about 5 s)")
         server.start()
         action = "started"
     state["components"]["prefect"] = {

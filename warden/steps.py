@@ -60,6 +60,9 @@ __all__ = [
 
 logger = logging.getLogger("warden.sync")
 
+# A long extraction logs how far it got after every this many attachments.
+PROGRESS_EVERY = 25
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -418,6 +421,10 @@ async def extract(run: SyncRun, settings: ExtractionSettings | None = None) -> E
                 mime_type=result.mime_type,
                 error=(result.error or "")[:200],
             )
+
+        done = sum(outcome.by_status.values())
+        if done % PROGRESS_EVERY == 0 and done < len(pending):
+            logger.info("extract.progress account=%s done=%d total=%d", run.account.name, done, len(pending))
 
     await asyncio.gather(*(extract_one(item) for item in pending))
     logger.info(
