@@ -195,6 +195,26 @@ async def test_rerun_after_id_fetches_nothing(api_site, oidc_provider):
     assert f"after_id={last_id}" in api_site.request_lines[-1]
 
 
+async def test_collection_list_is_cached_between_sessions(api_site, oidc_provider):
+    """Capability discovery: the collection list is fetched once, then served from the cache or by 304."""
+    from warden.connectors.http_api import METADATA_CACHE
+
+    api_site.configure()
+    token = service_token(oidc_provider)
+    connector = connector_for(api_site, collections_path="/collections")
+    METADATA_CACHE.invalidate("docs-unit")
+
+    for _ in range(3):
+        async with connector.open(token) as session:
+            await session.list_new(COLLECTION, after_uid=DOCUMENTS[-1].id, uidvalidity=1)
+    assert api_site.request_counts()["/collections"] == 1
+
+    async with connector.open(token) as session:
+        with pytest.raises(ConfigError, match="'nosuch'.*does not offer"):
+            await session.list_new("nosuch", after_uid=0, uidvalidity=0)
+    assert api_site.request_counts()["/collections"] == 1
+
+
 async def test_after_id_lists_only_newer_items(api_site, oidc_provider):
     api_site.configure()
     token = service_token(oidc_provider)

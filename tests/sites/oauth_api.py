@@ -12,6 +12,8 @@ Usage::
 Endpoints (every one needs ``Authorization: Bearer TOKEN``):
 
 - ``GET /me``: the cheapest authenticated endpoint, JSON ``{"client_id", "scope", "sub"}``.
+- ``GET /collections``: ``{"collections": [NAME, ...]}`` with an ``ETag``; answered ``304`` to a
+  matching ``If-None-Match``. The only answer clients may cache.
 - ``GET /collections/NAME/documents?after_id=N&limit=M``: documents with an id above N,
   ascending, at most ``page_size`` (default 2) per page, as JSON
   ``{"items": [...], "next": URL or null, "epoch": E}``. With ``pagination="link"`` the
@@ -32,6 +34,7 @@ with :meth:`OAuthApiSite.configure` apply to the next request.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -261,7 +264,15 @@ def _make_handler(data: _SiteData) -> type[BaseHTTPRequestHandler]:
                 return
 
             parts = urlsplit(self.path)
-            if parts.path == "/me":
+            if parts.path == "/collections":
+                names = sorted(data.collections)
+                etag = '"' + hashlib.sha256("\n".join(names).encode()).hexdigest()[:16] + '"'
+                if self.headers.get("If-None-Match") == etag:
+                    self._send(304, b"", "application/json", extra_headers={"ETag": etag}, cacheable=True)
+                else:
+                    body = json.dumps({"collections": names}).encode()
+                    self._send(200, body, "application/json", extra_headers={"ETag": etag}, cacheable=True)
+            elif parts.path == "/me":
                 self._send_json(200, {key: introspection.get(key) for key in ("client_id", "scope", "sub")})
             elif match := _LIST_PATH.match(parts.path):
                 self._list(unquote(match.group(1)), parse_qs(parts.query), settings)
@@ -365,12 +376,19 @@ def _make_handler(data: _SiteData) -> type[BaseHTTPRequestHandler]:
             self._send(status, json.dumps(body).encode("utf-8"), "application/json", extra_headers=headers)
 
         def _send(
-            self, status: int, body: bytes, content_type: str, *, extra_headers: dict[str, str] | None = None
+            self,
+            status: int,
+            body: bytes,
+            content_type: str,
+            *,
+            extra_headers: dict[str, str] | None = None,
+            cacheable: bool = False,
         ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
+            if not cacheable:
+                self.send_header("Cache-Control", "no-store")
             for name, value in (extra_headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()

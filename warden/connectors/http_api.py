@@ -125,6 +125,15 @@ class HttpApiOptions(BaseModel):
         default=None,
         description="Cheap authenticated GET, e.g. /me, sent when a session opens to check the token. Null: no check.",
     )
+    collections_path: str | None = Field(
+        default=None,
+        description=(
+            "GET that lists the collections the API offers (capability discovery), as a JSON list of names or "
+            "under collections_field. Cached for 5 minutes and revalidated by ETag, so an unchanged list is not "
+            "fetched again. A collection of the account that is not listed raises an error naming it."
+        ),
+    )
+    collections_field: str = Field(default="collections", description="Dotted path of the name list, or empty.")
     list_path: str = Field(description="GET that lists a collection, with {mailbox} replaced by the collection name.")
     items_field: str = Field(
         default="items", description="Dotted path of the item list in the JSON body, empty if the body is the list."
@@ -171,7 +180,7 @@ class HttpApiOptions(BaseModel):
             )
         return value.rstrip("/")
 
-    @field_validator("probe_path", "list_path", "download_path")
+    @field_validator("probe_path", "collections_path", "list_path", "download_path")
     @classmethod
     def _check_path(cls, value: str | None) -> str | None:
         if value is None:
@@ -184,6 +193,7 @@ class HttpApiOptions(BaseModel):
     def _check_templates(self) -> HttpApiOptions:
         rules = (
             ("probe_path", self.probe_path, set(), set()),
+            ("collections_path", self.collections_path, set(), set()),
             ("list_path", self.list_path, {"mailbox"}, set()),
             ("download_path", self.download_path, {"id", "mailbox"}, {"id"}),
         )
@@ -354,6 +364,8 @@ class HttpApiSession:
             response = await METADATA_CACHE.get(
                 self._client, url, settings=self._http, what=what, scope=self._account, params=params, headers=headers
             )
+            if response.extensions.get("metadata_cache") != "hit":
+                self.requests_sent += 1
         else:
             self.requests_sent += 1
             response = await send_with_backoff(
@@ -417,12 +429,42 @@ class HttpApiSession:
         response = await self._get(self._options.probe_path, what=what, option="probe_path", accept="application/json")
         await response.aclose()
 
+    async def _check_collection(self, mailbox: str) -> None:
+        """Raise ConfigError when ``collections_path`` is set and does not list ``mailbox``."""
+        if self._options.collections_path is None:
+            return
+        response = await self._get(
+            self._options.collections_path,
+            what=f"list the collections of the API for account '{self._account}'",
+            option="collections_path",
+            accept="application/json",
+            metadata=True,
+        )
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise UnexpectedResponse(
+                f"The API at {self._host} answered collections_path with something other than JSON."
+            ) from exc
+        names = _lookup(body, self._options.collections_field) if self._options.collections_field else body
+        if not isinstance(names, list):
+            raise ConfigError(
+                f"collections_field '{self._options.collections_field}' of account '{self._account}' does not name "
+                f"a list in the answer of {self._options.collections_path}. Fix it in api_options."
+            )
+        if mailbox not in [str(name) for name in names]:
+            raise ConfigError(
+                f"Account '{self._account}' names the collection '{mailbox}', which the API at {self._host} does not "
+                f"offer (it lists: {', '.join(map(str, names[:20])) or 'none'}). Fix the account's mailboxes."
+            )
+
     async def list_new(self, mailbox: str, *, after_uid: int, uidvalidity: int) -> tuple[list[ItemRef], int]:
         """Return refs of items with an id above ``after_uid`` in ascending order, and the collection's epoch.
 
         Sends ``GET list_path`` and follows next pages. The epoch is 0 without ``validity_field``. When it
         differs from a known, non-zero ``uidvalidity``, every item is new.
         """
+        await self._check_collection(mailbox)
         items, current = await self._list_items(mailbox, after_uid=after_uid)
         if uidvalidity and current and uidvalidity != current:
             logger.warning(
