@@ -261,7 +261,9 @@ async def _run_steps(run: SyncRun, summary: SyncSummary) -> None:
         except AccessPathUnavailable as exc:
             summary.paths_unavailable.append(f"{path.value}: {exc}")
             run.emit(EventName.ACCESS_PATH_UNAVAILABLE, path=path.value, reason=str(exc)[:300])
-            logger.warning("sync.path_unavailable account=%s path=%s", run.account.name, path.value)
+            logger.warning(
+                "sync.path_unavailable account=%s path=%s reason=%s", run.account.name, path.value, str(exc)[:300]
+            )
             if index == len(paths) - 1:
                 raise
     await extract_attachments(run)

@@ -392,8 +392,8 @@ def command_down(args: argparse.Namespace) -> int:
         return 0
     try:
         state = directory.load_state()
-    except StackError as exc:
-        print(f"warning: {exc}", file=sys.stderr)
+    except StackError:
+        print(f"warning: {directory.state_path} is unreadable; stopping by pid files instead", file=sys.stderr)
         return _stop_by_pid_files(directory)
     components = state["components"]
     reports: list[ComponentReport] = []

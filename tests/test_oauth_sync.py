@@ -435,3 +435,31 @@ async def test_token_refused_by_imap_is_refreshed_once(first_sync, registered, o
     assert summary.access_path == "oauth"
     assert summary.refreshed is True
     assert len(refresh_requests(oidc_provider)) == before + 1
+
+
+async def test_token_about_to_expire_is_renewed(registered, openbao_server):
+    """A retried or long task gets a new token for its action instead of a vault refusal."""
+    from warden.credentials.policies import Action
+    from warden.credentials.vault import VaultClient, VaultSettings
+    from warden.oauth_steps import VaultGrantStore
+    from warden.run import SyncRun
+    from warden.store import default_document_store
+
+    config = registered["configs"][ACCOUNT].model_copy(update={"token_ttl_seconds": 8})
+    vault = VaultClient(
+        VaultSettings(openbao_server.address, registered["runner"].role_id, registered["runner"].secret_id)
+    )
+    run = SyncRun(config, vault=vault, documents=default_document_store())
+    wrapped = vault.issue(config.paths, Action.GRANT_PROBE, ttl_seconds=8)
+    run.ledger.record_issued(wrapped)
+    first = run.token_for(wrapped)
+    assert run.token_for(wrapped) == first
+
+    await asyncio.sleep(6.5)
+    renewed = run.token_for(wrapped)
+    assert renewed.accessor != first.accessor
+    assert len(run.ledger) == 2
+    assert VaultGrantStore(vault, renewed, config.paths).read()[1] > 0
+
+    proofs = [vault.revoke_and_prove(issued) for issued in run.ledger.issued()]
+    assert all(proof.proven for proof in proofs)

@@ -174,7 +174,10 @@ async def fetch_api(run: SyncRun, wrapped: WrappedToken) -> FetchOutcome:
     finally:
         run.access_token = None
         if settings.revoke_after_use:
-            proof = await revoke_access_token(store, settings, access, account=account, action=wrapped.action)
+            # A fresh store: a long fetch may have outlived the token the first one holds.
+            proof = await revoke_access_token(
+                _store(run, wrapped), settings, access, account=account, action=wrapped.action
+            )
             run.oauth_proofs.append(proof)
         del access
 

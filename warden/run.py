@@ -21,12 +21,16 @@ from warden.connectors.base import ApiConnector, ProbeResult
 from warden.connectors.http import request_gate
 from warden.connectors.registry import build_api_connector, build_connector
 from warden.credentials.oauth import AccessToken
+from warden.credentials.policies import Action
 from warden.credentials.tokens import RevocationProof, ScopedToken, TokenLedger, WrappedToken
 from warden.credentials.vault import VaultClient
 from warden.events import EventName, EventSink, LoggingSink, WardenEvent
 from warden.sessions.browser import BrowserPool, get_browser_pool
 from warden.sessions.store import SessionStore
 from warden.store import DocumentStore
+
+# A token with less than this left is replaced before use, so no vault request fails on its expiry.
+TOKEN_RENEW_MARGIN_SECONDS = 10.0
 
 __all__ = ["ExtractOutcome", "FetchOutcome", "Limiter", "NoLimits", "SyncRun", "SyncSummary"]
 
@@ -167,9 +171,28 @@ class SyncRun:
         self.events.emit(WardenEvent(name=name, account=self.account.name, payload=dict(payload)))
 
     def token_for(self, wrapped: WrappedToken) -> ScopedToken:
-        """Unwrap ``wrapped`` once; a retried task gets the token already unwrapped."""
+        """Unwrap ``wrapped`` once; a retried task gets the token already unwrapped.
+
+        A token about to expire (a task retried after its waits, a fetch that ran long) is
+        replaced by a new one for the same action, recorded for the wipe like every other.
+        """
         token = self.ledger.unwrapped(wrapped.accessor)
         if token is None:
             token = self.vault.unwrap(wrapped)
             self.ledger.record_unwrapped(token)
+        if token.seconds_left < min(TOKEN_RENEW_MARGIN_SECONDS, self.account.token_ttl_seconds / 4):
+            renewed = self.vault.issue(
+                self.account.paths, Action(token.action), ttl_seconds=self.account.token_ttl_seconds
+            )
+            self.ledger.record_issued(renewed)
+            self.emit(
+                EventName.TOKEN_ISSUED,
+                action=token.action,
+                accessor=renewed.accessor,
+                ttl_seconds=self.account.token_ttl_seconds,
+                num_uses=renewed.num_uses,
+                renews=token.accessor,
+            )
+            token = self.vault.unwrap(renewed)
+            self.ledger.record_unwrapped(token, for_accessor=wrapped.accessor)
         return token

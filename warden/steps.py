@@ -309,7 +309,10 @@ async def fetch(run: SyncRun, wrapped: WrappedToken) -> FetchOutcome:
             raise
         finally:
             outcome.requests_sent = session.requests_sent
-            _save_rotated_after_fetch(run, token, session.current_state(), rejected=rejected, failed=failed)
+            # A long fetch may have outlived its first token; token_for renews it when needed.
+            _save_rotated_after_fetch(
+                run, run.token_for(wrapped), session.current_state(), rejected=rejected, failed=failed
+            )
 
     logger.info(
         "fetch.done account=%s messages_new=%d attachments_new=%d requests=%d",

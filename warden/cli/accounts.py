@@ -51,6 +51,14 @@ def setup(
     """
     from flows.registration import set_up_vault
 
+    if alert_webhook_url is not None:
+        parts = urlsplit(alert_webhook_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            fail(
+                "Invalid --alert-webhook-url",
+                f"{alert_webhook_url!r}: give the webhook's http:// or https:// URL with a host.",
+                code=2,
+            )
     credentials = run_command(
         set_up_vault(_admin_vault_client(), block_name=vault_block, alert_webhook_url=alert_webhook_url),
         what="set up the vault",
@@ -59,6 +67,8 @@ def setup(
     with os.fdopen(descriptor, "w") as handle:
         handle.write(credentials.secret_id.get_secret_value() + "\n")
     console.print(f"Vault Block '{vault_block}' saved; runner secret id written to {secret_id_file}.")
+    if alert_webhook_url is not None:
+        console.print("Alerts created: login required, unproven revocations and browser crashes go to the webhook.")
 
 
 def _check_account_options(name: str, url: str, username: str, session_lifetime_seconds: float) -> None:
@@ -145,7 +155,7 @@ def account_add(
         what=f"register account '{name}'",
     )
     console.print(f"Account '{name}' registered. Sync it with `warden sync {name}`.")
-    if password is None and "oauth" not in (oauth_fields.get("access_paths") or []):
+    if password is None and "browser-session" in (oauth_fields.get("access_paths") or ["browser-session"]):
         console.print(
             "No password given: a login secret already in the vault is kept. If none is stored yet, "
             f"store one with `warden account add {name} --replace ... --password-stdin`."

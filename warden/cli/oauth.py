@@ -82,7 +82,9 @@ async def _authorize(account: str, *, timeout_seconds: float, paste: bool) -> No
     receiver = _RedirectReceiver(("127.0.0.1", 0), _CallbackHandler)
     redirect_uri = f"http://127.0.0.1:{receiver.server_port}{CALLBACK_PATH}"
     request = start_authorization(config.oauth, redirect_uri=redirect_uri, account=account)
-    console.print(f"Open this URL, log in as '{config.username}' and consent:\n\n{request.url}\n")
+    console.print(f"Open this URL, log in as '{config.username}' and consent:\n")
+    # Plain print: a console would wrap the URL at the terminal width and break copying it.
+    print(request.url + "\n", flush=True)
 
     if paste:
         receiver.server_close()

@@ -45,7 +45,9 @@ class ImapOptions(BaseModel):
     port: int = Field(default=993, ge=1, le=65535)
     tls: bool = Field(default=True, description="Implicit TLS (port 993); false only for a server on loopback.")
     mechanism: Literal["XOAUTH2", "OAUTHBEARER"] = "XOAUTH2"
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = Field(
+        default=15.0, gt=0, description="Timeout of the connection and of each command, in seconds."
+    )
 
 
 def parse_imap_options(options: dict[str, Any], *, account: str) -> ImapOptions:

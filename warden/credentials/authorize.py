@@ -71,7 +71,12 @@ async def finish_authorization(
     account: str,
 ) -> TokenSet:
     """Check the redirect against ``request``, exchange its code, and return tokens with a refresh token."""
-    query = parse_qs(urlsplit(redirect_url).query)
+    query = parse_qs(urlsplit(redirect_url.strip()).query)
+    if not {"code", "state", "error"} & query.keys():
+        raise LoginRequired(
+            f"The text given for account '{account}' is not the provider's redirect address: it holds no code, "
+            "state or error. Paste the whole address the browser was sent to after the consent page."
+        )
     if "error" in query:
         raise LoginRequired(
             f"The provider refused to authorize account '{account}': {query['error'][0]} "

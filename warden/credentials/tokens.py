@@ -83,9 +83,12 @@ class TokenLedger:
         with self._lock:
             self._issued[wrapped.accessor] = wrapped
 
-    def record_unwrapped(self, token: ScopedToken) -> None:
+    def record_unwrapped(self, token: ScopedToken, *, for_accessor: str | None = None) -> None:
+        """Keep an unwrapped token; ``for_accessor`` files a renewed token under the accessor it replaces."""
         with self._lock:
             self._unwrapped[token.accessor] = token
+            if for_accessor is not None:
+                self._unwrapped[for_accessor] = token
 
     def unwrapped(self, accessor: str) -> ScopedToken | None:
         with self._lock:
