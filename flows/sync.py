@@ -335,8 +335,8 @@ async def _run_oauth_path(run: SyncRun, summary: SyncSummary) -> None:
         try:
             await fetch_api_items(run, await issue_scoped_token(run, Action.API_FETCH))
         except AccessTokenRejected:
-            # The API refused a token the grant called valid (revoked early, or expired meanwhile):
-            # refresh once and fetch once more; a second refusal makes the path unavailable.
+            # The API refused a token the grant called valid: it was revoked early, or expired meanwhile.
+            # So refresh once and fetch once more. A second refusal makes the path unavailable.
             await refresh_grant(run, await issue_scoped_token(run, Action.GRANT_REFRESH))
             summary.refreshed = True
             await fetch_api_items(run, await issue_scoped_token(run, Action.API_FETCH))

@@ -2,9 +2,9 @@
 
 Like :mod:`warden.steps`, each step takes the :class:`~warden.run.SyncRun` and
 the wrapped vault token issued for its action, and never retries on its own.
-The fetch revokes the access token it used at the provider (RFC 7009) and
-proves it by introspection before it returns, also when it fails; the wipe
-reports these proofs next to the vault tokens'.
+The fetch revokes the access token it used at the provider (RFC 7009) before
+it returns, also when it fails, and proves the revocation by introspection.
+The wipe reports these proofs next to the vault tokens' proofs.
 """
 
 from __future__ import annotations

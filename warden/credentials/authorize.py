@@ -1,8 +1,8 @@
 """The one-time authorization of an OAuth account: authorization code with PKCE on a loopback redirect.
 
-A person opens the authorization URL, logs in at the provider and consents;
-the provider redirects to ``http://127.0.0.1:PORT/callback`` with a code, which
-is exchanged, with the PKCE verifier, for the first refresh token. That token
+A person opens the authorization URL, logs in at the provider and consents.
+The provider then redirects to ``http://127.0.0.1:PORT/callback`` with a code.
+That code and the PKCE verifier are exchanged for the first refresh token. That token
 goes straight to the vault; nothing here writes it anywhere else.
 """
 

@@ -85,10 +85,10 @@ class ActionRule:
 # unreadable) and encrypt once; refresh reads the password, decrypts the newest version to seed
 # the browser, and encrypts once. Denied requests also consume uses.
 #
-# OAuth actions: grant-probe reads the grant once; grant-refresh reads it, takes the lease with one
-# write, polls while another worker holds the lease (at most LEASE_POLLS reads), then writes the
-# new tokens; api-fetch reads it, and after revoking the access token reads and clears it (one more
-# read and write on a lost race).
+# OAuth actions: grant-probe reads the grant once. grant-refresh reads it and takes the lease with
+# one write. While another worker holds the lease it polls, at most LEASE_POLLS reads, then writes
+# the new tokens. api-fetch reads the grant; after revoking the access token it reads and clears it,
+# with one more read and write when it loses a race.
 ATTEMPTS_PER_TOKEN = 3
 LEASE_POLLS = 40
 _NO_SESSION = dict(read_login_secret=False, decrypt_session=False, encrypt_session=False)
