@@ -23,7 +23,9 @@ test:
 stop:
 	@if [ -x $(PYTHON) ]; then $(PYTHON) -m stack down --dir $(STACK_DIR); else echo "Nothing to stop: no .venv yet."; fi
 
+# The stack's components first (exit status ignored: a stopped component is worth showing), then the accounts.
 status:
+	-$(PYTHON) -m stack status --dir $(STACK_DIR)
 	WARDEN_STACK_DIR=$(STACK_DIR) .venv/bin/warden status
 
 bench: install
