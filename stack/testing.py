@@ -30,6 +30,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,7 @@ __all__ = [
     "prefect_server",
     "prefect_server_pg",
     "stack_run_dir",
+    "worker_environment",
 ]
 
 
@@ -164,3 +166,30 @@ def prefect_server_pg(stack_run_dir: Path, postgres_server: PostgresServer) -> I
     server.start()
     yield server
     server.stop()
+
+
+@contextmanager
+def worker_environment(home: Path) -> Iterator[Path]:
+    """Set the environment of a worker for a test module: its document store in ``home``.
+
+    ``WARDEN_HOME`` points at ``home`` and ``WARDEN_STORE_URL`` is unset. On exit,
+    these two and ``WARDEN_VAULT_SECRET_ID`` (which tests set after the vault
+    set-up) get their earlier values back, and the cached settings are dropped
+    both times, so the next module reads its own.
+    """
+    from warden.settings import get_settings
+
+    names = ("WARDEN_HOME", "WARDEN_VAULT_SECRET_ID", "WARDEN_STORE_URL")
+    previous = {name: os.environ.get(name) for name in names}
+    os.environ["WARDEN_HOME"] = str(home)
+    os.environ.pop("WARDEN_STORE_URL", None)
+    get_settings.cache_clear()
+    try:
+        yield home
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()

@@ -2,8 +2,8 @@
 
 An nginx proxy (stack.throttle) sits in front of Roundcube and rate-limits
 message downloads only, so login, probe and list pass. With a short
-``Retry-After`` the sync waits and gets everything; with one longer than a
-worker may sleep it stores what it has, schedules the rest, and says so.
+``Retry-After`` the sync waits and gets everything. With one longer than a
+worker may sleep, it stores what it has, schedules the rest, and reports it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 
+from stack.testing import worker_environment
 from stack.throttle import ThrottlingProxy
 from warden.demo.documents import build_demo_messages
 from warden.demo.seed import seed_mailbox
@@ -30,21 +31,8 @@ MAIL_PASSWORD = "polite-Password-3317"
 
 @pytest.fixture(scope="module")
 def sync_env(openbao_server, mail_server, prefect_server, tmp_path_factory):
-    home = tmp_path_factory.mktemp("warden-home-polite")
-    previous = {name: os.environ.get(name) for name in ("WARDEN_HOME", "WARDEN_VAULT_SECRET_ID", "WARDEN_STORE_URL")}
-    os.environ["WARDEN_HOME"] = str(home)
-    os.environ.pop("WARDEN_STORE_URL", None)
-
-    from warden.settings import get_settings
-
-    get_settings.cache_clear()
-    yield home
-    for name, value in previous.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    get_settings.cache_clear()
+    with worker_environment(tmp_path_factory.mktemp("warden-home-polite")) as home:
+        yield home
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -91,7 +79,7 @@ def proxy_factory(stack_run_dir, mail_server):
         proxy.stop()
 
 
-async def test_short_retry_after_is_waited_and_nothing_is_lost(mailbox, mail_server, proxy_factory):
+async def test_short_retry_after_waited(mailbox, mail_server, proxy_factory):
     from flows.sync import connector_sync
     from warden.store import default_document_store
 
@@ -104,17 +92,17 @@ async def test_short_retry_after_is_waited_and_nothing_is_lost(mailbox, mail_ser
     assert summary.rescheduled_for is None
     assert default_document_store().message_count("polite-short") == mailbox["total"]
 
-    # Every refused download was sent again no sooner than the Retry-After the proxy gave.
+    # Every rejected download was sent again no sooner than the Retry-After the proxy gave.
     by_uri: dict[str, list[dict]] = defaultdict(list)
     for entry in proxy.requests():
         by_uri[entry["uri"]].append(entry)
-    refused = 0
+    rejected = 0
     for entries in by_uri.values():
-        for refused_entry, next_entry in zip(entries, entries[1:], strict=False):
-            if refused_entry["status"] == 429:
-                refused += 1
-                assert next_entry["time"] - refused_entry["time"] >= 2.0 - 0.05
-    assert refused > 0, "the proxy refused nothing, so no wait was tested"
+        for rejected_entry, next_entry in zip(entries, entries[1:], strict=False):
+            if rejected_entry["status"] == 429:
+                rejected += 1
+                assert next_entry["time"] - rejected_entry["time"] >= 2.0 - 0.05
+    assert rejected > 0, "the proxy rejected nothing, so no wait was tested"
 
     # A re-run with nothing new costs the site at most two requests (probe and list) and downloads nothing.
     before = len(proxy.requests())
@@ -124,7 +112,7 @@ async def test_short_retry_after_is_waited_and_nothing_is_lost(mailbox, mail_ser
     assert len(proxy.requests()) - before <= 2
 
 
-async def test_long_retry_after_stops_and_schedules_the_rest(mailbox, mail_server, proxy_factory, prefect_server):
+async def test_long_retry_after_rescheduled(mailbox, mail_server, proxy_factory, prefect_server):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentCreate
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
@@ -175,7 +163,7 @@ async def test_long_retry_after_stops_and_schedules_the_rest(mailbox, mail_serve
     assert default_document_store().message_count("polite-long") == mailbox["total"]
 
 
-async def test_killed_sync_loses_nothing_and_stores_nothing_twice(mailbox, mail_server, proxy_factory, sync_env):
+async def test_killed_sync_exactly_once(mailbox, mail_server, proxy_factory, sync_env):
     """kill -9 the flow process mid-fetch, run again: every message exactly once, the store intact."""
     import signal
     import sqlite3
@@ -216,8 +204,8 @@ async def test_killed_sync_loses_nothing_and_stores_nothing_twice(mailbox, mail_
     stored_before = store.message_count("polite-kill")
     assert stored_before < mailbox["total"]
 
-    # A killed worker's slot on the account lock stays taken until its lease runs out;
-    # deleting the limit frees it at once, as an operator would (it is recreated on use).
+    # A killed worker's slot on the account lock stays taken until its lease runs out.
+    # Deleting the limit frees it at once, as an operator would, and the next sync recreates it.
     async with get_client() as client:
         await client.delete_global_concurrency_limit_by_name("account-polite-kill")
 

@@ -31,6 +31,8 @@ import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 
+from stack.testing import worker_environment
+
 pytestmark = [pytest.mark.stack, pytest.mark.browser]
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -77,21 +79,8 @@ def mail_user(account: str) -> str:
 @pytest.fixture(scope="module")
 def login_env(openbao_server, mail_server, prefect_server, tmp_path_factory):
     """Environment of a worker: the store in a temporary WARDEN_HOME, the runner's secret id."""
-    home = tmp_path_factory.mktemp("warden-home")
-    previous = {name: os.environ.get(name) for name in ("WARDEN_HOME", "WARDEN_VAULT_SECRET_ID", "WARDEN_STORE_URL")}
-    os.environ["WARDEN_HOME"] = str(home)
-    os.environ.pop("WARDEN_STORE_URL", None)
-
-    from warden.settings import get_settings
-
-    get_settings.cache_clear()
-    yield home
-    for name, value in previous.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    get_settings.cache_clear()
+    with worker_environment(tmp_path_factory.mktemp("warden-home")) as home:
+        yield home
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 
+from stack.testing import worker_environment
 from tests.sites.oauth_api import OAuthApiSite, build_api_documents
 from warden.accounts import AccessPath, AccountConfig
 from warden.connectors.base import ItemRef, ProbeState
@@ -440,22 +441,8 @@ def test_item_message_reproducible_and_safe():
 
 @pytest.fixture(scope="module")
 def sync_env(openbao_server, oidc_provider, prefect_server, tmp_path_factory):
-    home = tmp_path_factory.mktemp("warden-home-http-api")
-    names = ("WARDEN_HOME", "WARDEN_VAULT_SECRET_ID", "WARDEN_STORE_URL")
-    previous = {name: os.environ.get(name) for name in names}
-    os.environ["WARDEN_HOME"] = str(home)
-    os.environ.pop("WARDEN_STORE_URL", None)
-
-    from warden.settings import get_settings
-
-    get_settings.cache_clear()
-    yield home
-    for name, value in previous.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    get_settings.cache_clear()
+    with worker_environment(tmp_path_factory.mktemp("warden-home-http-api")) as home:
+        yield home
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -15,6 +15,7 @@ from playwright.async_api import Page, async_playwright, expect
 from prefect.client.orchestration import get_client
 from pydantic import SecretStr
 
+from stack.testing import worker_environment
 from warden.demo.documents import build_demo_messages
 from warden.demo.seed import seed_mailbox
 from warden.sessions.browser import CHROMIUM_ARGS
@@ -41,20 +42,8 @@ UI_TIMEOUT_MS = 20_000
 @pytest.fixture(scope="module")
 def sync_env(openbao_server, mail_server, prefect_server, tmp_path_factory):
     """Environment of a worker: the store in a temporary WARDEN_HOME, the runner's secret id."""
-    home = tmp_path_factory.mktemp("warden-home-ui")
-    previous = {name: os.environ.get(name) for name in ("WARDEN_HOME", "WARDEN_VAULT_SECRET_ID", "WARDEN_STORE_URL")}
-    os.environ["WARDEN_HOME"] = str(home)
-    os.environ.pop("WARDEN_STORE_URL", None)
-    from warden.settings import get_settings
-
-    get_settings.cache_clear()
-    yield home
-    for name, value in previous.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    get_settings.cache_clear()
+    with worker_environment(tmp_path_factory.mktemp("warden-home-ui")) as home:
+        yield home
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -23,6 +23,7 @@ import pytest_asyncio
 from pydantic import SecretStr
 
 from flows.rotate import AccountsFailed, decide_rotation
+from stack.testing import worker_environment
 from warden.store.documents import StoredSession
 
 NEAR = "sched-near"
@@ -88,22 +89,8 @@ def test_rotation_decision_ignores_probe_saves_for_age():
 @pytest.fixture(scope="module")
 def flows_env(openbao_server, mail_server, prefect_server, tmp_path_factory):
     """Give this module a worker's environment, with the store in a temporary WARDEN_HOME, and restore it after."""
-    home = tmp_path_factory.mktemp("warden-home-scheduled")
-    names = ("WARDEN_HOME", "WARDEN_VAULT_SECRET_ID", "WARDEN_STORE_URL")
-    previous = {name: os.environ.get(name) for name in names}
-    os.environ["WARDEN_HOME"] = str(home)
-    os.environ.pop("WARDEN_STORE_URL", None)
-
-    from warden.settings import get_settings
-
-    get_settings.cache_clear()
-    yield home
-    for name, value in previous.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    get_settings.cache_clear()
+    with worker_environment(tmp_path_factory.mktemp("warden-home-scheduled")) as home:
+        yield home
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -26,6 +26,7 @@ import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 
+from stack.testing import worker_environment
 from warden.demo.documents import build_demo_documents, build_demo_messages
 from warden.demo.seed import seed_mailbox
 from warden.errors import AccountNotFound, LoginFailed
@@ -71,21 +72,8 @@ def sync_env(openbao_server, mail_server, prefect_server, stack_run_dir, tmp_pat
 
     MODULE_STARTED = time.time()
     SECRETS_BEFORE = set(redaction._secrets)
-    home = tmp_path_factory.mktemp("warden-home")
-    previous = {name: os.environ.get(name) for name in ("WARDEN_HOME", "WARDEN_VAULT_SECRET_ID", "WARDEN_STORE_URL")}
-    os.environ["WARDEN_HOME"] = str(home)
-    os.environ.pop("WARDEN_STORE_URL", None)
-
-    from warden.settings import get_settings
-
-    get_settings.cache_clear()
-    yield home
-    for name, value in previous.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    get_settings.cache_clear()
+    with worker_environment(tmp_path_factory.mktemp("warden-home")) as home:
+        yield home
 
 
 class CapturingHandler(logging.Handler):
