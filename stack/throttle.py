@@ -4,7 +4,7 @@
 request to an upstream (the mail server's nginx). Requests whose ``_action``
 query parameter is one of ``actions`` go through nginx's ``limit_req``:
 
-- ``reject=True``: requests over the rate are answered ``429`` with
+- ``reject=True``: requests over the rate get the status ``429`` with
   ``Retry-After: retry_after_seconds`` (``limit_req_status 429`` and
   ``add_header ... always``, without which nginx drops the header);
 - ``reject=False``: up to ``burst`` requests over the rate wait in nginx's
@@ -150,7 +150,7 @@ class ThrottlingProxy:
         )
 
     def start(self, timeout_seconds: float = 10.0) -> None:
-        """Write the config and start nginx; wait until the proxy answers."""
+        """Write the config, start nginx, and wait until the proxy responds."""
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         (self.run_dir / "temp").mkdir(parents=True, exist_ok=True)
         os.chmod(self.run_dir, 0o755)
@@ -175,7 +175,7 @@ class ThrottlingProxy:
 
         if not wait_until(answers, timeout_seconds=timeout_seconds):
             self.stop()
-            raise StartupError("throttling proxy", f"no answer on {self.url}", self.error_log_path)
+            raise StartupError("throttling proxy", f"no response on {self.url}", self.error_log_path)
 
     def stop(self) -> None:
         """Stop nginx by its pid (SIGQUIT lets workers finish their requests)."""

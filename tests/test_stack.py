@@ -495,7 +495,7 @@ def test_cli_up_rejects_readable_password_file(scratch_dir: Path) -> None:
     assert not (scratch_dir / "stack" / "stack.json").exists()
 
 
-def test_cli_down_with_unreadable_state_stops_by_pid_files(scratch_dir: Path) -> None:
+def test_cli_down_unreadable_state(scratch_dir: Path) -> None:
     stack_dir = scratch_dir / "broken-state"
     env = environment_without_prefect_api()
     up = run_stack_command("up", "--dir", str(stack_dir), env=env)
@@ -503,9 +503,9 @@ def test_cli_down_with_unreadable_state_stops_by_pid_files(scratch_dir: Path) ->
     pids = recorded_pids(json.loads((stack_dir / "stack.json").read_text()))
 
     (stack_dir / "stack.json").write_text("{ not json", encoding="utf-8")
-    refused = run_stack_command("up", "--dir", str(stack_dir), env=env)
-    assert refused.returncode != 0
-    assert "stack down --dir" in refused.stderr
+    rejected = run_stack_command("up", "--dir", str(stack_dir), env=env)
+    assert rejected.returncode != 0
+    assert "stack down --dir" in rejected.stderr
 
     down = run_stack_command("down", "--dir", str(stack_dir), env=env)
     assert down.returncode == 0, down.stderr

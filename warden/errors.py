@@ -20,7 +20,7 @@ does with it: Prefect retries a task only for :class:`TransientError`.
     │   ├── LoginFailed             wrong user name or password
     │   ├── LoginLocked             the site locked logins after failed attempts
     │   ├── LoginRequired           nothing automatic can log in; a person must
-    │   ├── AccessTokenRejected     an API refused the OAuth access token: refresh needed
+    │   ├── AccessTokenRejected     an API rejected the OAuth access token: refresh needed
     │   ├── AccessPathUnavailable   an access path cannot serve this sync; try the next one
     │   ├── SessionRejected         a page that needed the session got a login wall
     │   ├── UnexpectedResponse      the server returned something the connector cannot read
@@ -164,13 +164,13 @@ class LoginRequired(UpstreamError):
 
 
 class AccessTokenRejected(UpstreamError):
-    """An API refused the OAuth access token (revoked or expired): refresh it, do not retry the call as is."""
+    """An API rejected the OAuth access token (revoked or expired), so refresh it instead of retrying the call."""
 
 
 class AccessPathUnavailable(UpstreamError):
-    """An access path of the account cannot serve this sync; the flow falls back to the next path.
+    """An access path of the account cannot serve this sync, so the flow falls back to the next path.
 
-    ``path`` names the access path; ``__cause__`` holds the error that made it unavailable.
+    ``path`` names the access path, and ``__cause__`` is the error that made it unavailable.
     """
 
     def __init__(self, message: str, *, path: str) -> None:

@@ -444,7 +444,7 @@ class HttpApiSession:
             body = response.json()
         except ValueError as exc:
             raise UnexpectedResponse(
-                f"The API at {self._host} answered collections_path with something other than JSON."
+                f"Invalid response from the API at {self._host}: collections_path returned something other than JSON."
             ) from exc
         names = _lookup(body, self._options.collections_field) if self._options.collections_field else body
         if not isinstance(names, list):

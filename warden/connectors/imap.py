@@ -39,7 +39,7 @@ _FETCH_UID = re.compile(rb"UID (\d+)")
 
 
 class ImapOptions(BaseModel):
-    """Where the IMAP server is and how to authenticate to it."""
+    """Address of the IMAP server and the SASL mechanism to authenticate with."""
 
     host: str
     port: int = Field(default=993, ge=1, le=65535)
@@ -185,8 +185,8 @@ class ImapConnector:
         answers = iter([_sasl_response(mechanism, self._username, access_token)])
 
         def respond(_challenge: bytes) -> bytes:
-            # The first call sends the token; a second one answers the server's error challenge,
-            # which SASL requires before the server sends NO.
+            # The first call sends the token. A second call responds to the server's error challenge,
+            # because SASL requires a response before the server sends NO.
             return next(answers, b"\x01" if mechanism == "OAUTHBEARER" else b"")
 
         try:
@@ -194,7 +194,7 @@ class ImapConnector:
         except imaplib.IMAP4.error as exc:
             _close_quietly(connection)
             raise AccessTokenRejected(
-                f"The IMAP server {where} refused the OAuth access token of account '{self._account}' "
+                f"The IMAP server {where} rejected the OAuth access token of account '{self._account}' "
                 f"({mechanism}): it is revoked, expired or lacks the scope. Refresh it; do not retry it."
             ) from exc
         except (TimeoutError, OSError) as exc:

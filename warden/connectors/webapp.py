@@ -339,7 +339,7 @@ class WebAppConnector:
         except SiteUnreachable as exc:
             return result(ProbeState.UNREACHABLE, str(exc)), state
         except LoginRequired as exc:
-            # The site policy's challenge check raises this before _classify sees the page.
+            # The site policy's challenge check raises this before _classify reads the page.
             return result(ProbeState.CHALLENGE, str(exc)), state
         except WardenError as exc:
             return result(ProbeState.UNKNOWN, str(exc)), state

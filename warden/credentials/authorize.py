@@ -74,12 +74,12 @@ async def finish_authorization(
     query = parse_qs(urlsplit(redirect_url.strip()).query)
     if not {"code", "state", "error"} & query.keys():
         raise LoginRequired(
-            f"The text given for account '{account}' is not the provider's redirect address: it holds no code, "
+            f"Invalid redirect address for account '{account}': it contains no code, "
             "state or error. Paste the whole address the browser was sent to after the consent page."
         )
     if "error" in query:
         raise LoginRequired(
-            f"The provider refused to authorize account '{account}': {query['error'][0]} "
+            f"The provider rejected the authorization of account '{account}': {query['error'][0]} "
             f"{query.get('error_description', [''])[0]}. Run `warden oauth authorize {account}` again."
         )
     if query.get("state", [""])[0] != request.state:
@@ -89,7 +89,7 @@ async def finish_authorization(
         )
     code = query.get("code", [""])[0]
     if not code:
-        raise LoginRequired(f"The redirect for account '{account}' holds no authorization code. Start again.")
+        raise LoginRequired(f"The redirect for account '{account}' contains no authorization code. Start again.")
 
     client = OAuthClient(settings, client_secret, account=account)
     tokens = await client.exchange_code(

@@ -22,8 +22,9 @@ NOTE: a holder that dies after the provider rotated the refresh token but before
 write leaves a consumed refresh token in the vault: the next refresh gets
 ``invalid_grant`` and a person must authorize the account again (`warden oauth authorize`).
 
-Requests to the token endpoint are sent once, never retried here: with rotating
-refresh tokens a retried request could spend a token whose answer was lost.
+Requests to the token endpoint are sent once and not retried here, because
+with rotating refresh tokens a retried request could spend a token whose
+response was lost.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def utc_now() -> datetime:
 
 
 class OAuthGrantType(StrEnum):
-    """How the account obtains access tokens."""
+    """The grant type with which the account obtains access tokens."""
 
     # A user authorized the client once; refresh tokens keep it going.
     AUTHORIZATION_CODE = "authorization_code"
@@ -110,7 +111,7 @@ class OAuthSettings(BaseModel):
 
 
 class TokenSet(BaseModel):
-    """What the token endpoint returned."""
+    """The tokens a token endpoint response contains."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -128,7 +129,7 @@ class AccessToken(BaseModel):
     secret: SecretStr
     expires_at: datetime
     generation: int
-    # How this worker got it: "stored", "refreshed", or "refreshed-elsewhere" (another worker's refresh).
+    # The origin of the token: "stored", "refreshed", or "refreshed-elsewhere" (another worker's refresh).
     source: str
 
     @property
@@ -146,7 +147,7 @@ def token_fingerprint(token: SecretStr) -> str:
 
 
 class GrantStore(Protocol):
-    """Where the account's grant is kept: KV v2 through a scoped vault token, or a test double."""
+    """Storage of the account's grant: KV v2 through a scoped vault token, or a test double."""
 
     def read(self) -> tuple[dict[str, str], int]:
         """Return the grant's fields and its version; ``({}, 0)`` when nothing is stored."""
@@ -192,16 +193,16 @@ class OAuthClient:
             raise SiteUnreachable(f"{where}: HTTP {response.status_code}. The sync will try again later.")
         if error == "invalid_grant":
             raise LoginRequired(
-                f"{where}: the provider refused the stored grant (invalid_grant: revoked, expired or already "
+                f"{where}: the provider rejected the stored grant (invalid_grant: revoked, expired or already "
                 f"used). Authorize the account again with `warden oauth authorize {self._account}`."
             )
         if error in ("invalid_client", "unauthorized_client") or response.status_code == 401:
             raise ConfigError(
-                f"{where}: the provider refused client '{self._settings.client_id}' ({error or 'HTTP 401'}). "
+                f"{where}: the provider rejected client '{self._settings.client_id}' ({error or 'HTTP 401'}). "
                 "Check the client id on the account Block and the client secret in the vault grant."
             )
         if error == "invalid_scope":
-            raise ConfigError(f"{where}: the provider refused the scope '{self._settings.scope}' (invalid_scope).")
+            raise ConfigError(f"{where}: the provider rejected the scope '{self._settings.scope}' (invalid_scope).")
         if response.status_code != 200 or "access_token" not in body:
             raise UnexpectedResponse(
                 f"{where}: HTTP {response.status_code} {error or 'without an access_token'}. "
@@ -353,7 +354,7 @@ async def current_access_token(
 ) -> AccessToken:
     """Return an access token with more than the margin left, refreshing at most once across all workers.
 
-    ``rejected`` is a token an API just refused: it is not returned again, and a
+    ``rejected`` is a token an API just rejected. It is not returned again, and a
     refresh runs unless another worker already replaced it.
     """
     margin = settings.refresh_margin_seconds
@@ -435,7 +436,7 @@ async def _refresh_as_holder(
         )
         _release(store, released, grant.version, account)
         raise SiteUnreachable(
-            f"The OAuth provider did not answer the refresh of account '{account}' within the "
+            f"The refresh of account '{account}' timed out: the OAuth provider sent no response within the "
             f"{settings.lease_seconds:.0f} s lease at {settings.token_url}. The next sync tries again."
         ) from exc
     except BaseException:
@@ -485,7 +486,7 @@ async def revoke_access_token(
 ) -> RevocationProof:
     """Revoke an access token at the provider, prove it by introspection, and drop it from the grant.
 
-    Never raises for a failed revocation: the proof says ``proven=False`` and why.
+    A failed revocation raises nothing: the proof has ``proven=False`` and the reason in ``detail``.
     """
     proof = RevocationProof(accessor=token.fingerprint, account=account, action=action, issued_at=utc_now())
     grant = _read(store, account)
