@@ -18,6 +18,7 @@ Steps, each idempotent:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ from warden.demo.documents import build_demo_messages
 from warden.demo.seed import seed_mailbox
 from warden.errors import ConfigError
 
-__all__ = ["DEMO_ACCOUNT", "run_demo"]
+__all__ = ["DEMO_ACCOUNT", "authorize_with_login", "run_demo"]
 
 logger = logging.getLogger("warden.demo")
 
@@ -146,7 +147,7 @@ async def run_demo(stack_dir: Path) -> tuple[bool, dict[str, Any]]:
 async def _authorize_once(
     admin: hvac.Client, config: AccountConfig, provider: OidcProvider, password: SecretStr
 ) -> None:
-    """Store a refresh token for the demo account unless the vault holds one the provider still honours."""
+    """Store a refresh token for the demo account unless the vault has one the provider still accepts."""
     grant = admin.secrets.kv.v2.read_secret_version(
         path=config.oauth_grant_path, mount_point=config.kv_mount, raise_on_deleted_version=True
     )["data"]["data"]
@@ -157,8 +158,20 @@ async def _authorize_once(
         if (await client.introspect(SecretStr(grant["refresh_token"]))).get("active") is True:
             return
 
+    await authorize_with_login(admin, config, provider, DEMO_ACCOUNT, password)
+    logger.info("demo.oauth_authorized account=%s", config.name)
+
+
+async def authorize_with_login(
+    admin: hvac.Client, config: AccountConfig, provider: OidcProvider, username: str, password: SecretStr
+) -> None:
+    """Authorize an account at the dev stack's provider as its user would, and store the refresh token.
+
+    The provider's login and consent pages are filled in over HTTP instead of by a person.
+    """
+    client_secret = provider.clients()["warden"].client_secret
+    # The redirect is never followed, so the loopback port does not need a listener.
     request = start_authorization(config.oauth, redirect_uri="http://127.0.0.1:9/callback", account=config.name)
-    redirect_url = provider.complete_login(request.url, DEMO_ACCOUNT, password.get_secret_value())
+    redirect_url = await asyncio.to_thread(provider.complete_login, request.url, username, password.get_secret_value())
     tokens = await finish_authorization(config.oauth, client_secret, request, redirect_url, account=config.name)
     store_oauth_grant(admin, config.paths, refresh_token=tokens.refresh_token)
-    logger.info("demo.oauth_authorized account=%s", config.name)

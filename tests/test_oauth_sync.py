@@ -82,14 +82,9 @@ def sync_env(openbao_server, mail_server, oidc_provider, prefect_server, tmp_pat
 
 async def authorize(admin: hvac.Client, config: AccountConfig, provider) -> None:
     """Play the person: log in at the provider, consent, and store the refresh token in the vault."""
-    from warden.credentials.authorize import finish_authorization, start_authorization
-    from warden.credentials.provision import store_oauth_grant
+    from flows.demo import authorize_with_login
 
-    client_secret = provider.clients()["warden"].client_secret
-    request = start_authorization(config.oauth, redirect_uri="http://127.0.0.1:9/callback", account=config.name)
-    redirect_url = await asyncio.to_thread(provider.complete_login, request.url, MAIL_USER, MAIL_PASSWORD)
-    tokens = await finish_authorization(config.oauth, client_secret, request, redirect_url, account=config.name)
-    store_oauth_grant(admin, config.paths, refresh_token=tokens.refresh_token)
+    await authorize_with_login(admin, config, provider, MAIL_USER, SecretStr(MAIL_PASSWORD))
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
-
-from pydantic import SecretStr
+from datetime import datetime
 
 from warden.connectors.base import ProbeResult, ProbeState
 from warden.connectors.mime import message_record_from_raw
@@ -23,6 +21,7 @@ from warden.credentials.oauth import (
     OAuthSettings,
     current_access_token,
     revoke_access_token,
+    stored_access_token,
 )
 from warden.credentials.policies import AccountPaths
 from warden.credentials.tokens import ScopedToken, WrappedToken
@@ -93,21 +92,18 @@ def probe_grant(run: SyncRun, wrapped: WrappedToken) -> ProbeResult:
             f"the OAuth grant holds no refresh token; run `warden oauth authorize {run.account.name}`",
         )
 
-    token, expires = fields.get("access_token"), fields.get("access_expires_at")
-    if not token or not expires:
-        return result(ProbeState.EXPIRED, "no access token stored; the last one was revoked after use")
+    stored = stored_access_token(fields)
+    if stored is None:
+        return result(ProbeState.EXPIRED, "no access token stored, because the last one was revoked after use")
 
-    expires_at = datetime.fromisoformat(expires)
-    seconds_left = (expires_at - datetime.now(UTC)).total_seconds()
+    seconds_left = stored.seconds_left
     if seconds_left <= 0:
-        return result(ProbeState.EXPIRED, f"the access token expired {-seconds_left:.0f} s ago", expires_at)
+        return result(ProbeState.EXPIRED, f"the access token expired {-seconds_left:.0f} s ago", stored.expires_at)
     if seconds_left <= settings.refresh_margin_seconds:
-        return result(ProbeState.EXPIRING, f"the access token expires in {seconds_left:.0f} s", expires_at)
+        return result(ProbeState.EXPIRING, f"the access token expires in {seconds_left:.0f} s", stored.expires_at)
 
-    run.access_token = AccessToken(
-        secret=SecretStr(token), expires_at=expires_at, generation=int(fields.get("generation") or 0), source="stored"
-    )
-    return result(ProbeState.VALID, f"the access token is valid for {seconds_left:.0f} s more", expires_at)
+    run.access_token = stored
+    return result(ProbeState.VALID, f"the access token is valid for {seconds_left:.0f} s more", stored.expires_at)
 
 
 # -- refresh --------------------------------------------------------------------

@@ -66,6 +66,7 @@ __all__ = [
     "TokenSet",
     "current_access_token",
     "revoke_access_token",
+    "stored_access_token",
     "token_fingerprint",
 ]
 
@@ -299,6 +300,20 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
 # -- the stored grant -----------------------------------------------------------
 
 
+def stored_access_token(fields: dict[str, str]) -> AccessToken | None:
+    """Return the access token a stored grant contains, whatever its expiry, or None when it contains none."""
+    token = fields.get("access_token")
+    expires = fields.get("access_expires_at")
+    if not token or not expires:
+        return None
+    return AccessToken(
+        secret=SecretStr(token),
+        expires_at=datetime.fromisoformat(expires),
+        generation=int(fields.get("generation") or 0),
+        source="stored",
+    )
+
+
 @dataclass
 class _Grant:
     fields: dict[str, str]
@@ -309,14 +324,10 @@ class _Grant:
         return int(self.fields.get("generation") or 0)
 
     def access_token(self, margin_seconds: float) -> AccessToken | None:
-        token = self.fields.get("access_token")
-        expires = self.fields.get("access_expires_at")
-        if not token or not expires:
+        token = stored_access_token(self.fields)
+        if token is None or token.seconds_left <= margin_seconds:
             return None
-        expires_at = datetime.fromisoformat(expires)
-        if (expires_at - utc_now()).total_seconds() <= margin_seconds:
-            return None
-        return AccessToken(secret=SecretStr(token), expires_at=expires_at, generation=self.generation, source="stored")
+        return token
 
     def lease(self) -> tuple[str, datetime] | None:
         holder = self.fields.get("lease_holder")
