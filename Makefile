@@ -2,6 +2,9 @@
 
 PYTHON ?= .venv/bin/python
 STACK_DIR ?= .stack
+# Database of the Prefect server and the document store: sqlite or postgresql.
+# Empty: the one STACK_DIR used last, else sqlite.
+DATABASE ?=
 PYTEST_ARGS ?=
 
 .PHONY: install stack demo test stop status bench clean
@@ -10,14 +13,14 @@ install:
 	bash stack/install.sh
 
 stack: install
-	$(PYTHON) -m stack up --dir $(STACK_DIR)
+	$(PYTHON) -m stack up --dir $(STACK_DIR) $(if $(DATABASE),--database $(DATABASE))
 
 demo: stack
 	WARDEN_STACK_DIR=$(STACK_DIR) .venv/bin/warden demo
 
 # The tests also need the routing extra's local model.
 test:
-	WARDEN_EXTRAS=extraction,demo,vault-server,test,routing bash stack/install.sh
+	WARDEN_EXTRAS=extraction,demo,vault-server,postgres,test,routing bash stack/install.sh
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 stop:

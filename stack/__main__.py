@@ -2,8 +2,8 @@
 
 Usage (as root, because the mail server's daemons switch users)::
 
-    python -m stack up [--dir .stack] [--mail-user NAME
-                       (--mail-password-file FILE | --mail-password-stdin)]
+    python -m stack up [--dir .stack] [--database sqlite|postgresql]
+                       [--mail-user NAME (--mail-password-file FILE | --mail-password-stdin)]
     . .stack/env
     python -m stack status [--dir .stack]
     python -m stack down [--dir .stack]
@@ -18,6 +18,16 @@ directories, never secrets) and reused while they are free. When
 ``PREFECT_API_URL`` is set in the environment to anything but this stack's own
 server, ``up`` starts no Prefect server and writes that URL to ``DIR/env``.
 
+``--database`` chooses where the Prefect server and the document store keep their
+data. With ``sqlite``, the Prefect server uses ``DIR/prefect-server/prefect.db`` and
+the document store ``DIR/warden/warden.db``. With ``postgresql``, ``up`` also starts
+a PostgreSQL cluster in ``DIR/postgres`` (see :mod:`stack.postgres`), creates the
+databases ``prefect`` and ``warden`` in it, runs the Prefect server on ``prefect``
+and exports ``WARDEN_STORE_URL`` (the psycopg URL of ``warden``) in ``DIR/env``.
+Without the option, ``up`` keeps the database that ``stack.json`` records, else
+``sqlite``. A change restarts the Prefect server on the other database and copies
+no data, and a change back to ``sqlite`` stops PostgreSQL.
+
 ``--mail-user`` adds a mailbox user, or sets its password, in the running mail
 server and, with the same password, in the OIDC provider. The password never
 comes from the command line. It is read either from
@@ -27,33 +37,41 @@ trailing newline, or from the first line of standard input.
 ``DIR/env`` (mode 0600) exports ``PREFECT_API_URL``, ``DO_NOT_TRACK``,
 ``PREFECT_SERVER_ANALYTICS_ENABLED``, ``PREFECT_HOME`` (``DIR/prefect-client``, a
 directory apart from the server's), ``WARDEN_HOME`` (``DIR/warden``) and
-``VAULT_ADDR``. The OpenBao root token is in ``DIR/openbao/root-token`` (mode
+``VAULT_ADDR``, and with PostgreSQL ``WARDEN_STORE_URL``, which contains the
+password of the role ``warden`` (also in ``DIR/postgres/password``, mode 0600).
+The OpenBao root token is in ``DIR/openbao/root-token`` (mode
 0600) and changes on every start of OpenBao, which keeps its data in memory only.
 The OIDC clients' secrets are in ``DIR/oidc/clients.json`` (mode 0600) and stay
 the same across restarts, but the provider's tokens and grants do not.
 
 ``down`` stops, by their recorded pids, the processes that ``up`` started and
-keeps the run directories, so mailboxes, OIDC users and client secrets, and
-Prefect's database survive. ``status`` exits with 0 when every component runs and
-1 otherwise.
+keeps the run directories, so mailboxes, OIDC users and client secrets,
+Prefect's database and the PostgreSQL cluster survive. ``status`` exits with 0
+when every component runs and 1 otherwise.
 
-Keys of ``stack.json`` that other tools read::
+Keys of ``stack.json`` that other tools read (URLs show the password as ``***``)::
 
+    database            sqlite or postgresql: the last --database of ``up``
     components.openbao  address, port, root_token_file, run_dir, pids
     components.oidc     issuer, port, clients_file, run_dir, pids
     components.mail     roundcube_url, imap_host, imap_port, http_port,
                         session_lifetime_minutes, oauth2_introspection_url, run_dir, pids
-    components.prefect  external, api_url, and unless external: ui_url, port, run_dir, pids
+    components.postgres host, port, password_file, store_url, run_dir, pids
+                        (only after an ``up`` with postgresql)
+    components.prefect  external, api_url, and unless external: ui_url, port,
+                        database, database_url, run_dir, pids
     mail_users          names added with --mail-user
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
 import shlex
+import signal
 import stat
 import sys
 from dataclasses import dataclass
@@ -61,19 +79,30 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from pydantic import SecretStr
+from sqlalchemy.engine import make_url
 
 from stack.mail import MailServer
 from stack.oidc import OidcProvider
 from stack.openbao import OpenBaoDevServer
-from stack.ports import is_port_free
+from stack.ports import LOOPBACK, is_port_free
+from stack.postgres import PostgresServer, find_postgres_bin_dir
 from stack.prefect_server import PrefectServer
 from stack.process import StackError, is_alive, read_pid, write_private
 
 STATE_FILE = "stack.json"
 ENV_FILE = "env"
 STATE_VERSION = 1
-# OpenBao, the OIDC provider, the mail server and Prefect.
+# OpenBao, the OIDC provider, the mail server and Prefect. PostgreSQL is a fifth with --database postgresql.
 COMPONENT_COUNT = 4
+
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+DATABASES = (SQLITE, POSTGRESQL)
+DATABASE_NAMES = {SQLITE: "SQLite", POSTGRESQL: "PostgreSQL"}
+# The databases that `up --database postgresql` creates in the stack's cluster.
+PREFECT_DATABASE = "prefect"
+STORE_DATABASE = "warden"
 
 
 @dataclass
@@ -153,6 +182,15 @@ def _mail(directory: StackDirectory, stored: dict[str, Any]) -> MailServer:
 
 def _prefect(directory: StackDirectory, stored: dict[str, Any]) -> PrefectServer:
     return PrefectServer(directory.path / "prefect-server", port=stored.get("port"))
+
+
+def _postgres(directory: StackDirectory, stored: dict[str, Any]) -> PostgresServer:
+    return PostgresServer(directory.path / "postgres", port=stored.get("port"))
+
+
+def _redacted(url: str) -> str:
+    """Return ``url`` with its password replaced by ``***``, safe to print and to keep in ``stack.json``."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def _up_openbao(directory: StackDirectory, state: dict[str, Any]) -> ComponentReport:
@@ -246,7 +284,91 @@ def _mail_report(server: MailServer, state: str) -> ComponentReport:
     return ComponentReport("mail", state, address, server.pids, server.run_dir)
 
 
-def _up_prefect(directory: StackDirectory, state: dict[str, Any]) -> ComponentReport:
+def _check_postgresql_installed() -> None:
+    """Check, before anything starts, that PostgreSQL's binaries and the psycopg driver are installed.
+
+    Raises:
+        StartupError: Debian's postgresql package is missing.
+        StackError: psycopg is missing.
+    """
+    find_postgres_bin_dir()
+    if importlib.util.find_spec("psycopg") is None:
+        raise StackError(
+            "--database postgresql needs the psycopg driver for the document store, and it is not installed "
+            f"in {sys.prefix}; run `bash stack/install.sh`, which installs the project's postgres extra"
+        )
+
+
+def _up_postgres(directory: StackDirectory, state: dict[str, Any]) -> tuple[PostgresServer, ComponentReport]:
+    """Start or reuse the PostgreSQL cluster in ``DIR/postgres`` and create the stack's databases in it."""
+    stored = state["components"].get("postgres", {})
+    server = _postgres(directory, stored)
+    if server.is_running():
+        action = "reused"
+    else:
+        server.stop()
+        server = PostgresServer(server.run_dir, port=_port_if_free(stored, "port"))
+        _progress("starting PostgreSQL")
+        server.start()
+        action = "started"
+
+    for name in (PREFECT_DATABASE, STORE_DATABASE):
+        server.create_database(name)
+    state["components"]["postgres"] = {
+        "run_dir": str(server.run_dir),
+        "host": LOOPBACK,
+        "port": server.port,
+        "password_file": str(server.password_path),
+        "store_url": _redacted(server.sync_database_url(STORE_DATABASE)),
+        "pids": server.pids,
+    }
+    return server, _postgres_report(server, action)
+
+
+def _postgres_report(server: PostgresServer, state: str) -> ComponentReport:
+    return ComponentReport("PostgreSQL", state, f"{LOOPBACK}:{server.port}", server.pids, server.run_dir)
+
+
+def _stop_unused_postgres(directory: StackDirectory, state: dict[str, Any]) -> ComponentReport | None:
+    """Stop the PostgreSQL cluster of a stack that now uses SQLite.
+
+    Its entry in ``stack.json`` stays, so that a change back to PostgreSQL reuses the port.
+    """
+    stored = state["components"].get("postgres")
+    if stored is None:
+        return None
+    server = _postgres(directory, stored)
+    if server.pid is None:
+        stored["pids"] = []
+        return None
+
+    _progress("stopping PostgreSQL, which the stack no longer uses (its databases stay in the run directory)")
+    server.stop()
+    stored["pids"] = server.pids
+    return _postgres_report(server, "stopped")
+
+
+def _announce_database_change(directory: StackDirectory, previous: str, database: str) -> None:
+    """Print that a change of ``--database`` restarts the Prefect server and copies no data."""
+    _progress(
+        f"the stack used {DATABASE_NAMES[previous]} and now uses {DATABASE_NAMES[database]}: "
+        "the Prefect server restarts on the new database. Flow runs, deployments, Blocks and stored "
+        f"documents stay in the {DATABASE_NAMES[previous]} databases and are not copied. Run `make demo` "
+        "to register the demo account again"
+    )
+    if database == SQLITE:
+        _progress(
+            f"{directory.env_path} no longer sets WARDEN_STORE_URL; "
+            "run `unset WARDEN_STORE_URL` in shells that loaded the earlier file"
+        )
+
+
+def _up_prefect(directory: StackDirectory, state: dict[str, Any], database_url: SecretStr | None) -> ComponentReport:
+    """Start or reuse the Prefect server on ``database_url`` (SQLite in its run directory when None).
+
+    A running server on another database, or on a PostgreSQL server at another
+    address, is restarted, so that the server always uses the stack's database.
+    """
     stored = state["components"].get("prefect", {})
     own_api_url = None if stored.get("external") else stored.get("api_url")
     external_url = os.environ.get("PREFECT_API_URL")
@@ -255,12 +377,19 @@ def _up_prefect(directory: StackDirectory, state: dict[str, Any]) -> ComponentRe
         return ComponentReport("Prefect", "external", external_url, [], None)
 
     server = _prefect(directory, {} if stored.get("external") else stored)
-    if server.is_running():
+    expected = PrefectServer(server.run_dir, port=server.port, database_url=database_url)
+    # A stack.json written before --database existed has no database_url, because its server always used SQLite.
+    running_url = stored.get("database_url") or server.redacted_database_url
+    running = server.is_running()
+    if running and running_url == expected.redacted_database_url:
+        server = expected
         action = "reused"
     else:
+        if running:
+            _progress(f"restarting the Prefect server: it runs on {running_url}, not {expected.redacted_database_url}")
         server.stop()
-        server = PrefectServer(server.run_dir, port=_port_if_free(stored, "port"))
-        _progress("starting the Prefect server (about 5 s)")
+        server = PrefectServer(server.run_dir, port=_port_if_free(stored, "port"), database_url=database_url)
+        _progress("starting the Prefect server (about 5 s, longer on a new PostgreSQL database)")
         server.start()
         action = "started"
     state["components"]["prefect"] = {
@@ -269,6 +398,8 @@ def _up_prefect(directory: StackDirectory, state: dict[str, Any]) -> ComponentRe
         "port": server.port,
         "api_url": server.api_url,
         "ui_url": server.ui_url,
+        "database": SQLITE if database_url is None else POSTGRESQL,
+        "database_url": server.redacted_database_url,
         "pids": server.pids,
     }
     return ComponentReport("Prefect", action, server.api_url, server.pids, server.run_dir)
@@ -308,8 +439,12 @@ def _mail_password(args: argparse.Namespace) -> str | None:
     raise StackError("--mail-user needs --mail-password-file FILE or --mail-password-stdin")
 
 
-def write_env_file(directory: StackDirectory, state: dict[str, Any]) -> None:
-    """Write ``DIR/env`` (mode 0600): the ``export`` lines that point clients at the stack."""
+def write_env_file(directory: StackDirectory, state: dict[str, Any], store_url: SecretStr | None = None) -> None:
+    """Write ``DIR/env`` (mode 0600): the ``export`` lines that point clients at the stack.
+
+    ``store_url``, the document store's URL with its password, becomes ``WARDEN_STORE_URL``.
+    Without it, the document store is SQLite in ``WARDEN_HOME``.
+    """
     components = state["components"]
     client_home = directory.path / "prefect-client"
     warden_home = directory.path / "warden"
@@ -328,9 +463,24 @@ def write_env_file(directory: StackDirectory, state: dict[str, Any]) -> None:
     lines = [
         f"# Written by `python -m stack up`. Load it with: {load_command}",
         f"# The OpenBao root token is in {components['openbao']['root_token_file']}.",
-        *(f"export {name}={shlex.quote(value)}" for name, value in variables.items()),
     ]
+    if store_url is not None:
+        variables["WARDEN_STORE_URL"] = store_url.get_secret_value()
+        lines.append("# WARDEN_STORE_URL contains the PostgreSQL password: keep this file private.")
+    lines.extend(f"export {name}={shlex.quote(value)}" for name, value in variables.items())
     write_private(directory.env_path, "\n".join(lines) + "\n")
+
+
+def print_databases(directory: StackDirectory, state: dict[str, Any]) -> None:
+    """Print where the Prefect server and the document store keep their data, with passwords as ``***``."""
+    components = state["components"]
+    prefect_url = components.get("prefect", {}).get("database_url")
+    if prefect_url:
+        print(f"Prefect database: {prefect_url}")
+    if state.get("database") == POSTGRESQL and "postgres" in components:
+        print(f"Document store (WARDEN_STORE_URL): {components['postgres']['store_url']}")
+    else:
+        print(f"Document store: sqlite:///{directory.path / 'warden' / 'warden.db'}")
 
 
 def print_table(reports: list[ComponentReport]) -> None:
@@ -354,8 +504,16 @@ def command_up(args: argparse.Namespace) -> int:
     directory = StackDirectory(args.dir)
     password = _mail_password(args)
     state = directory.load_state()
+    previous_database = state.get("database", SQLITE)
+    database = args.database or previous_database
+    if database == POSTGRESQL:
+        _check_postgresql_installed()
+    if state["components"] and database != previous_database:
+        _announce_database_change(directory, previous_database, database)
     state["version"] = STATE_VERSION
+    state["database"] = database
     reports: list[ComponentReport] = []
+    store_url: SecretStr | None = None
 
     try:
         reports.append(_up_openbao(directory, state))
@@ -368,14 +526,27 @@ def command_up(args: argparse.Namespace) -> int:
             provider.add_user(args.mail_user, password)
             users = set(state.get("mail_users", [])) | {args.mail_user}
             state["mail_users"] = sorted(users)
-        reports.append(_up_prefect(directory, state))
+
+        if database == POSTGRESQL:
+            postgres, report = _up_postgres(directory, state)
+            reports.append(report)
+            store_url = SecretStr(postgres.sync_database_url(STORE_DATABASE))
+            reports.append(_up_prefect(directory, state, SecretStr(postgres.database_url(PREFECT_DATABASE))))
+        else:
+            # Prefect first, so that it has closed its connections when PostgreSQL stops.
+            reports.append(_up_prefect(directory, state, None))
+            stopped = _stop_unused_postgres(directory, state)
+            if stopped is not None:
+                reports.append(stopped)
     finally:
         # Record whatever runs by now, so that `down` can stop it after a failure.
         directory.save_state(state)
 
-    write_env_file(directory, state)
+    write_env_file(directory, state, store_url)
     print_table(reports)
-    print(f"\nLoad the environment with: . {shlex.quote(str(directory.env_path))}")
+    print()
+    print_databases(directory, state)
+    print(f"Load the environment with: . {shlex.quote(str(directory.env_path))}")
     print(f"OpenBao root token file: {state['components']['openbao']['root_token_file']}")
     print(f"OIDC issuer: {state['components']['oidc']['issuer']}")
     print(f"OIDC clients file: {state['components']['oidc']['clients_file']}")
@@ -405,6 +576,10 @@ def command_down(args: argparse.Namespace) -> int:
         prefect = _prefect(directory, prefect_state)
         reports.append(ComponentReport("Prefect", "stopped", prefect.api_url, [], prefect.run_dir))
         _stop_component(prefect, prefect_state, reports[-1], errors)
+    if "postgres" in components:
+        postgres = _postgres(directory, components["postgres"])
+        reports.append(_postgres_report(postgres, "stopped"))
+        _stop_component(postgres, components["postgres"], reports[-1], errors)
     if "mail" in components:
         mail_server = _mail(directory, components["mail"])
         reports.append(_mail_report(mail_server, "stopped"))
@@ -443,6 +618,8 @@ def _stop_by_pid_files(directory: StackDirectory, timeout_seconds: float = 10.0)
     directory is stopped, so a pid reused by another program is left alone. The
     unreadable state file is kept as ``stack.json.corrupt``; the next ``up`` starts afresh.
     """
+    # SIGINT is PostgreSQL's fast shutdown. SIGTERM would make it wait until every client disconnected.
+    postgres_pid_path = _postgres(directory, {}).pid_path
     processes = []
     for pid_path in sorted(directory.path.rglob("*.pid")):
         pid = read_pid(pid_path)
@@ -451,7 +628,7 @@ def _stop_by_pid_files(directory: StackDirectory, timeout_seconds: float = 10.0)
         process = psutil.Process(pid)
         if _belongs_to(process, directory.path):
             processes.append(process)
-            process.terminate()
+            process.send_signal(signal.SIGINT if pid_path == postgres_pid_path else signal.SIGTERM)
 
     _, alive = psutil.wait_procs(processes, timeout=timeout_seconds)
     for process in alive:
@@ -467,7 +644,7 @@ def _stop_by_pid_files(directory: StackDirectory, timeout_seconds: float = 10.0)
 
 
 def _stop_component(
-    component: PrefectServer | MailServer | OidcProvider | OpenBaoDevServer,
+    component: PrefectServer | PostgresServer | MailServer | OidcProvider | OpenBaoDevServer,
     stored: dict[str, Any],
     report: ComponentReport,
     errors: list[StackError],
@@ -484,7 +661,9 @@ def _stop_component(
 def command_status(args: argparse.Namespace) -> int:
     """Print whether each component of ``--dir`` runs; return 0 only if all of them do."""
     directory = StackDirectory(args.dir)
-    components = directory.load_state()["components"]
+    state = directory.load_state()
+    components = state["components"]
+    uses_postgres = state.get("database") == POSTGRESQL
     reports: list[ComponentReport] = []
 
     if "openbao" in components:
@@ -505,6 +684,14 @@ def command_status(args: argparse.Namespace) -> int:
     if "mail" in components:
         mail_server = _mail(directory, components["mail"])
         reports.append(_mail_report(mail_server, "running" if mail_server.is_running() else "stopped"))
+    postgres_shown = False
+    if "postgres" in components:
+        postgres = _postgres(directory, components["postgres"])
+        running = postgres.is_running()
+        # After a change back to SQLite the entry stays for its port. The cluster is then shown only while it runs.
+        if uses_postgres or running:
+            reports.append(_postgres_report(postgres, "running" if running else "stopped"))
+            postgres_shown = True
     prefect_state = components.get("prefect", {})
     if prefect_state.get("external"):
         reports.append(ComponentReport("Prefect", "external", prefect_state["api_url"], [], None))
@@ -525,8 +712,11 @@ def command_status(args: argparse.Namespace) -> int:
         print(f"No stack in {directory.path}; start one with `python -m stack up`.")
         return 1
     print_table(reports)
+    print()
+    print_databases(directory, state)
     all_running = all(report.state in ("running", "external") for report in reports)
-    return 0 if all_running and len(reports) == COMPONENT_COUNT else 1
+    expected_count = COMPONENT_COUNT + 1 if uses_postgres or postgres_shown else COMPONENT_COUNT
+    return 0 if all_running and len(reports) == expected_count else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -541,11 +731,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m stack",
         description="Start, stop and inspect the local stack: OpenBao, an OIDC provider, mail "
-        "(Dovecot and Roundcube) and Prefect, on loopback.",
+        "(Dovecot and Roundcube), Prefect and, with --database postgresql, PostgreSQL, on loopback.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", parents=[common], help="start or reuse every component and write DIR/env")
+    up.add_argument(
+        "--database",
+        choices=DATABASES,
+        help="database of the Prefect server and the document store: sqlite (files below DIR) or postgresql "
+        "(a PostgreSQL cluster in DIR/postgres); default: the one DIR used last, else sqlite",
+    )
     up.add_argument(
         "--mail-user",
         help="mailbox user to add or update in the mail server and, with the same password, in the OIDC provider",

