@@ -10,6 +10,10 @@ same Prefect server:
   whose slots decay at 2 per second (``slot_decay_per_second``) with a burst of
   2 (``limit``). Each request takes one slot with :meth:`PrefectLimits.site_rate`.
 
+Every slot is taken with a lease of ``WARDEN_LEASE_SECONDS`` (default 300, at
+least 60) that the holder renews while it runs, so the slots of a worker killed
+with SIGKILL free when their lease ends.
+
 They are created when missing and never overwritten, so a limit changed in the
 Prefect UI or with ``prefect gcl update`` stays as the operator set it. A
 ``site-rate-<host>`` limit set to no decay is a configuration error, because
@@ -37,6 +41,7 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from warden.accounts import check_account_name
 from warden.errors import BrowserCrashed, ConfigError, TransientError, is_transient
 from warden.events import WardenEvent
+from warden.settings import get_settings
 
 __all__ = [
     "BROWSER_LIMIT",
@@ -49,6 +54,7 @@ __all__ = [
     "PrefectEventSink",
     "PrefectLimits",
     "ensure_limit",
+    "lease_seconds",
     "retry_browser_crash",
     "retry_transient",
     "site_limit_name",
@@ -61,8 +67,15 @@ DEFAULT_SITE_SLOTS = 2
 # Requests per second to one site, and how many may start at once after an idle spell.
 DEFAULT_SITE_RATE_PER_SECOND = 10.0
 DEFAULT_SITE_RATE_BURST = 10
-# A slot held longer than this is released by the server, so a killed worker cannot hold it forever.
-LEASE_SECONDS = 300
+
+
+def lease_seconds() -> float:
+    """Return the lease of a slot (``WARDEN_LEASE_SECONDS``, default 300).
+
+    A live worker renews its leases; the server frees the slots of a killed
+    worker once their lease ends, within its repossessor's interval (15 s).
+    """
+    return get_settings().lease_seconds
 
 
 def site_limit_name(site: str) -> str:
@@ -134,14 +147,14 @@ class PrefectLimits:
     @asynccontextmanager
     async def browser_slot(self) -> AsyncIterator[None]:
         await self._ensure(BROWSER_LIMIT, DEFAULT_BROWSER_SLOTS)
-        async with concurrency(BROWSER_LIMIT, occupy=1, lease_duration=LEASE_SECONDS, strict=True):
+        async with concurrency(BROWSER_LIMIT, occupy=1, lease_duration=lease_seconds(), strict=True):
             yield
 
     @asynccontextmanager
     async def site_slot(self, site: str) -> AsyncIterator[None]:
         name = site_limit_name(site)
         await self._ensure(name, DEFAULT_SITE_SLOTS)
-        async with concurrency(name, occupy=1, lease_duration=LEASE_SECONDS, strict=True):
+        async with concurrency(name, occupy=1, lease_duration=lease_seconds(), strict=True):
             yield
 
     async def site_rate(self, site: str, timeout_seconds: float | None = None) -> None:
@@ -177,7 +190,7 @@ async def account_lock(account: str) -> AsyncIterator[None]:
     await ensure_limit(name, 1)
     try:
         async with concurrency(
-            name, occupy=1, lease_duration=LEASE_SECONDS, strict=True, timeout_seconds=ACCOUNT_LOCK_TIMEOUT_SECONDS
+            name, occupy=1, lease_duration=lease_seconds(), strict=True, timeout_seconds=ACCOUNT_LOCK_TIMEOUT_SECONDS
         ):
             yield
     except TimeoutError as exc:
