@@ -9,6 +9,14 @@ Three alerts, each a count trigger on the events of :mod:`warden.events`:
 - ``warden-browser-crashes``: ``warden.browser.crashed`` 3 or more times within
   30 minutes, from any account.
 
+One more automation keeps the runs of a dead worker from showing as running
+forever: ``warden-unresponsive-runs`` marks a flow run Crashed when it sent a
+heartbeat and then, for ``UNRESPONSIVE_AFTER_SECONDS``, neither another
+heartbeat nor a final state. Workers send heartbeats when
+``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` is set (``HEARTBEAT_SECONDS``).
+:func:`ensure_unresponsive_run_detection` creates it; ``warden setup`` does so
+always.
+
 Each alert sends a notification through a notification Block, for example the
 webhook that :func:`blocks.notification.save_alert_webhook` saves::
 
@@ -26,15 +34,25 @@ from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
 
-from prefect.client.orchestration import get_client
-from prefect.events.actions import SendNotification
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.schemas.objects import StateType
+from prefect.events.actions import ChangeFlowRunState, SendNotification
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.exceptions import ObjectNotFound
 
 from warden.errors import ConfigError
 from warden.events import EventName
 
-__all__ = ["ALERTS", "Alert", "alert_automation", "ensure_alerts"]
+__all__ = [
+    "ALERTS",
+    "Alert",
+    "HEARTBEAT_SECONDS",
+    "UNRESPONSIVE_RUNS",
+    "alert_automation",
+    "ensure_alerts",
+    "ensure_unresponsive_run_detection",
+    "unresponsive_run_automation",
+]
 
 logger = logging.getLogger("warden.automations")
 
@@ -42,6 +60,18 @@ logger = logging.getLogger("warden.automations")
 ACCOUNT_RESOURCE_PATTERN = "warden.account.*"
 # The slug of blocks.notification's webhook, Prefect's CustomWebhookNotificationBlock.
 DEFAULT_NOTIFICATION_BLOCK_TYPE = "custom-webhook"
+
+UNRESPONSIVE_RUNS = "warden-unresponsive-runs"
+# What workers set PREFECT_FLOWS_HEARTBEAT_FREQUENCY to; Prefect sends at most one heartbeat per 30 s.
+HEARTBEAT_SECONDS = 30
+# Three missed heartbeats: long enough that a worker busy with CPU-bound extraction is not taken for dead.
+UNRESPONSIVE_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
+FLOW_RUN_FINAL_EVENTS = (
+    "prefect.flow-run.Completed",
+    "prefect.flow-run.Failed",
+    "prefect.flow-run.Cancelled",
+    "prefect.flow-run.Crashed",
+)
 
 
 @dataclass(frozen=True)
@@ -148,23 +178,55 @@ async def ensure_alerts(
             ) from exc
 
         for alert in ALERTS:
-            automation = alert_automation(alert, block.id)
-            existing = await client.read_automations_by_name(alert.name)
-            if not existing:
-                ids[alert.name] = await client.create_automation(automation)
-                logger.info("setup.alert_created name=%s event=%s", alert.name, alert.event.value)
-                continue
-
-            # The client's Automation model has no creation time, so the lowest id is kept.
-            kept, *duplicates = sorted(existing, key=lambda found: str(found.id))
-            await client.update_automation(kept.id, automation)
-            for duplicate in duplicates:
-                await client.delete_automation(duplicate.id)
-            ids[alert.name] = kept.id
-            logger.info(
-                "setup.alert_updated name=%s event=%s duplicates_deleted=%d",
-                alert.name,
-                alert.event.value,
-                len(duplicates),
-            )
+            ids[alert.name] = await _create_or_update(client, alert_automation(alert, block.id))
     return ids
+
+
+def unresponsive_run_automation(within_seconds: int = UNRESPONSIVE_AFTER_SECONDS) -> AutomationCore:
+    """Build the automation that marks a flow run Crashed when its heartbeats stop for ``within_seconds``."""
+    trigger = EventTrigger(
+        after={"prefect.flow-run.heartbeat"},
+        expect={"prefect.flow-run.heartbeat", *FLOW_RUN_FINAL_EVENTS},
+        match={"prefect.resource.id": "prefect.flow-run.*"},
+        for_each={"prefect.resource.id"},
+        posture=Posture.Proactive,
+        threshold=1,
+        within=timedelta(seconds=within_seconds),
+    )
+    action = ChangeFlowRunState(
+        state=StateType.CRASHED,
+        message=(
+            f"No heartbeat for {within_seconds} s: the worker running this flow run stopped (killed, or its host "
+            "went down). Its accounts sync again on the next run; its concurrency slots free when their lease ends."
+        ),
+    )
+    return AutomationCore(
+        name=UNRESPONSIVE_RUNS,
+        description="Marks a flow run Crashed when its worker stops sending heartbeats.",
+        enabled=True,
+        trigger=trigger,
+        actions=[action],
+    )
+
+
+async def ensure_unresponsive_run_detection(within_seconds: int = UNRESPONSIVE_AFTER_SECONDS) -> UUID:
+    """Create or update the ``warden-unresponsive-runs`` automation; return its id."""
+    async with get_client() as client:
+        return await _create_or_update(client, unresponsive_run_automation(within_seconds))
+
+
+async def _create_or_update(client: PrefectClient, automation: AutomationCore) -> UUID:
+    """Create the automation, or update the one of the same name in place and delete its duplicates."""
+    existing = await client.read_automations_by_name(automation.name)
+    if not existing:
+        automation_id = await client.create_automation(automation)
+        logger.info("setup.automation_created name=%s", automation.name)
+        return automation_id
+
+    # The client's Automation model has no creation time, so the lowest id is kept.
+    kept, *duplicates = sorted(existing, key=lambda found: str(found.id))
+    await client.update_automation(kept.id, automation)
+    for duplicate in duplicates:
+        await client.delete_automation(duplicate.id)
+    logger.info("setup.automation_updated name=%s duplicates_deleted=%d", automation.name, len(duplicates))
+    return kept.id

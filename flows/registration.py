@@ -19,7 +19,7 @@ from blocks.account import ConnectorAccount
 from blocks.notification import save_alert_webhook
 from blocks.roster import ModelRoster
 from blocks.vault import VaultConnection
-from flows.automations import ensure_alerts
+from flows.automations import ensure_alerts, ensure_unresponsive_run_detection
 from flows.orchestration import BROWSER_LIMIT, DEFAULT_BROWSER_SLOTS, DEFAULT_SITE_SLOTS, ensure_limit, site_limit_name
 from warden.accounts import check_account_name
 from warden.credentials.provision import RunnerCredentials, provision_account, provision_runner, store_oauth_grant
@@ -43,8 +43,10 @@ async def set_up_vault(
 ) -> RunnerCredentials:
     """Provision the runner identity in the vault and save the vault Block; return the runner's credentials.
 
-    With ``alert_webhook_url``, also save the ``warden-alerts`` webhook Block and create the alerts
-    (repeated login-required events, any unproven revocation, repeated browser crashes).
+    Also creates the automation that marks the flow runs of a dead worker Crashed
+    (``warden-unresponsive-runs``). With ``alert_webhook_url``, also saves the
+    ``warden-alerts`` webhook Block and creates the alerts (repeated login-required
+    events, any unproven revocation, repeated browser crashes).
     """
     try:
         credentials = provision_runner(admin)
@@ -61,6 +63,7 @@ async def set_up_vault(
     await register_block_types()
     await VaultConnection(address=admin.url, role_id=credentials.role_id).asave(block_name, overwrite=True)
     await ensure_limit(BROWSER_LIMIT, DEFAULT_BROWSER_SLOTS)
+    await ensure_unresponsive_run_detection()
     if alert_webhook_url is not None:
         await save_alert_webhook(ALERT_BLOCK_NAME, alert_webhook_url)
         await ensure_alerts(ALERT_BLOCK_NAME)
