@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -82,8 +83,9 @@ class RoundResult:
     failed_accounts: list[str] = field(default_factory=list)
     # Accounts whose stored message count differs from the mailbox's: lost or duplicated messages.
     mismatched_accounts: list[str] = field(default_factory=list)
-    # CPU of the Prefect server's process tree during the round.
-    prefect_server_cpu_seconds: float = 0.0
+    # CPU seconds used during the round by the workers (with the extraction processes they
+    # started) and by each server's process tree.
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def accounts_per_minute(self) -> float:
@@ -171,6 +173,16 @@ class BenchStack:
     postgres: PostgresServer
     prefect: PrefectServer
 
+    def server_pids(self) -> dict[str, list[int]]:
+        """Return the top processes of each server, by component name."""
+        return {
+            "prefect": self.prefect.pids,
+            "postgres": self.postgres.pids,
+            "mail": self.mail.pids,
+            "oidc": self.oidc.pids,
+            "openbao": self.openbao.pids,
+        }
+
     def environment(self, store_url: str, secret_id: SecretStr) -> dict[str, str]:
         """Return the environment of a worker: Prefect's API, the document store, the runner's vault login."""
         client_home = self.run_dir / "prefect-client"
@@ -226,8 +238,10 @@ def _use_prefect_server(bench: BenchStack) -> None:
         context_module.refresh_global_settings_context()
 
 
-async def register_accounts(bench: BenchStack, users: int) -> tuple[SecretStr, dict[int, list[str]], int, str]:
-    """Create the mailbox users and two OAuth accounts per user.
+async def register_accounts(
+    bench: BenchStack, users: int, *, rounds: int = 2, prefix: str = "scale"
+) -> tuple[SecretStr, dict[int, list[str]], int, str]:
+    """Create the mailbox users ``PREFIX-user-NNN`` and ``rounds`` OAuth accounts ``PREFIX-rR-NNN`` per user.
 
     Returns the runner's vault secret id, the accounts of each round, the number
     of messages in each mailbox, and the IMAP server's site name.
@@ -254,10 +268,10 @@ async def register_accounts(bench: BenchStack, users: int) -> tuple[SecretStr, d
     ).model_dump(mode="json")
     api_options = {"host": bench.mail.imap_host, "port": bench.mail.imap_port, "tls": False}
 
-    rounds: dict[int, list[str]] = {1: [], 2: []}
+    accounts: dict[int, list[str]] = {round_number: [] for round_number in range(1, rounds + 1)}
     message_count = 0
     for index in range(users):
-        user = f"scale-user-{index:03d}"
+        user = f"{prefix}-user-{index:03d}"
         password = SecretStr(os.urandom(MAIL_PASSWORD_BYTES).hex())
         bench.mail.add_user(user, password.get_secret_value())
         bench.oidc.add_user(user, password.get_secret_value())
@@ -265,8 +279,8 @@ async def register_accounts(bench: BenchStack, users: int) -> tuple[SecretStr, d
         await asyncio.to_thread(seed_mailbox, bench.mail.imap_host, bench.mail.imap_port, user, password, messages)
         message_count = len(messages)
 
-        for round_number in rounds:
-            name = f"scale-r{round_number}-{index:03d}"
+        for round_number in accounts:
+            name = f"{prefix}-r{round_number}-{index:03d}"
             block = await register_account(
                 name,
                 admin=admin,
@@ -287,10 +301,10 @@ async def register_accounts(bench: BenchStack, users: int) -> tuple[SecretStr, d
             )
             tokens = await finish_authorization(config.oauth, client_secret, request, redirect_url, account=name)
             store_oauth_grant(admin, config.paths, refresh_token=tokens.refresh_token)
-            rounds[round_number].append(name)
+            accounts[round_number].append(name)
 
     site = f"{bench.mail.imap_host}:{bench.mail.imap_port}"
-    return runner.secret_id, rounds, message_count, site
+    return runner.secret_id, accounts, message_count, site
 
 
 def site_rate_burst(rate_per_second: float) -> int:
@@ -321,9 +335,24 @@ async def set_site_limits(site: str, slots: int, rate_per_second: float) -> None
 # -- one round ------------------------------------------------------------------
 
 
-def _start_workers(
-    shares: list[list[str]], environment: dict[str, str], events_path: Path, concurrency: int, log_dir: Path
+def worker_log_path(log_dir: Path, label: str, number: int) -> Path:
+    """Return where worker ``number`` of the group ``label`` writes its standard error."""
+    return log_dir / f"worker-{label}-{number}.log"
+
+
+def start_workers(
+    shares: list[list[str]],
+    environment: dict[str, str],
+    events_path: Path,
+    concurrency: int,
+    log_dir: Path,
+    label: str,
 ) -> list[subprocess.Popen]:
+    """Start one worker process per share of accounts, each in a session of its own.
+
+    Each worker leads its own process group, so a test can kill a worker with
+    every process it started, like a host that goes down.
+    """
     workers = []
     for number, share in enumerate(shares, start=1):
         command = [
@@ -344,14 +373,43 @@ def _start_workers(
                 env=environment,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=(log_dir / f"worker-{len(shares)}-{number}.log").open("w", encoding="utf-8"),
+                stderr=worker_log_path(log_dir, label, number).open("w", encoding="utf-8"),
                 text=True,
+                start_new_session=True,
             )
         )
     return workers
 
 
-def _stop_workers(workers: list[subprocess.Popen]) -> None:
+def wait_until_ready(workers: list[subprocess.Popen], log_dir: Path, label: str) -> None:
+    """Wait for every worker's ``ready`` line; raise with the worker's log when one exits first."""
+    for number, worker in enumerate(workers, start=1):
+        line = worker.stdout.readline()
+        while line and line.strip() != "ready":
+            line = worker.stdout.readline()
+        if not line:
+            log = worker_log_path(log_dir, label, number).read_text(encoding="utf-8")
+            raise RuntimeError(f"Benchmark worker {label}-{number} exited before it was ready:\n{log[-3000:]}")
+
+
+def release(workers: list[subprocess.Popen]) -> None:
+    """Tell every ready worker to start syncing."""
+    for worker in workers:
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+
+
+def collect_rows(worker: subprocess.Popen, log_path: Path, timeout_seconds: float) -> list[dict[str, Any]]:
+    """Wait for a worker to finish and return its summary rows; raise with its log when it failed."""
+    stdout, _ = worker.communicate(timeout=timeout_seconds)
+    if worker.returncode != 0:
+        log = log_path.read_text(encoding="utf-8")
+        raise RuntimeError(f"Benchmark worker exited with status {worker.returncode}:\n{log[-3000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def stop_workers(workers: list[subprocess.Popen]) -> None:
+    """Stop the workers that still run, with SIGINT first and SIGKILL after 20 s."""
     for worker in workers:
         if worker.poll() is None:
             # A Prefect client stops promptly on SIGINT and lingers on SIGTERM.
@@ -379,33 +437,24 @@ def run_round(
     from warden.store import DocumentStore
 
     shares = [accounts[index::worker_count] for index in range(worker_count)]
-    workers = _start_workers(shares, environment, events_path, concurrency, log_dir)
+    label = str(worker_count)
+    workers = start_workers(shares, environment, events_path, concurrency, log_dir, label)
     try:
-        for number, worker in enumerate(workers, start=1):
-            line = worker.stdout.readline()
-            while line and line.strip() != "ready":
-                line = worker.stdout.readline()
-            if not line:
-                log = (log_dir / f"worker-{worker_count}-{number}.log").read_text(encoding="utf-8")
-                raise RuntimeError(f"Benchmark worker {number} exited before it was ready:\n{log[-3000:]}")
+        wait_until_ready(workers, log_dir, label)
 
-        # PostgreSQL is left out because its backends come and go during a round, taking their CPU time with them.
         cpu_before = {name: tree_cpu_seconds(pids) for name, pids in servers.items()}
+        workers_before = reaped_children_cpu_seconds()
         started = time.monotonic()
-        for worker in workers:
-            worker.stdin.write("go\n")
-            worker.stdin.flush()
+        release(workers)
         rows: list[dict[str, Any]] = []
         for number, worker in enumerate(workers, start=1):
-            stdout, _ = worker.communicate(timeout=ROUND_TIMEOUT_SECONDS)
-            if worker.returncode != 0:
-                log = (log_dir / f"worker-{worker_count}-{number}.log").read_text(encoding="utf-8")
-                raise RuntimeError(f"Benchmark worker {number} exited with status {worker.returncode}:\n{log[-3000:]}")
-            rows.extend(json.loads(stdout.strip().splitlines()[-1]))
+            rows.extend(collect_rows(worker, worker_log_path(log_dir, label, number), ROUND_TIMEOUT_SECONDS))
         elapsed = time.monotonic() - started
         cpu_used = {name: tree_cpu_seconds(pids) - cpu_before[name] for name, pids in servers.items()}
+        # The workers were reaped by now, and each had reaped the processes it started.
+        cpu_used["workers"] = reaped_children_cpu_seconds() - workers_before
     finally:
-        _stop_workers(workers)
+        stop_workers(workers)
 
     store = DocumentStore(environment["WARDEN_STORE_URL"])
     try:
@@ -419,20 +468,39 @@ def run_round(
         completed=sum(1 for row in rows if row["completed"]),
         failed_accounts=sorted(row["account"] for row in rows if not row["completed"]),
         mismatched_accounts=mismatched,
-        prefect_server_cpu_seconds=cpu_used["prefect"],
+        cpu_seconds=cpu_used,
     )
 
 
 def tree_cpu_seconds(pids: list[int]) -> float:
-    """Return the user plus system CPU seconds used so far by the processes ``pids`` (exited ones count 0)."""
+    """Return the user plus system CPU seconds used so far by the processes ``pids`` and their descendants.
+
+    Descendants that exited count too, through their parents' children times
+    (PostgreSQL's backends, for example, come and go during a round). Processes
+    that exited together with their parents count 0.
+    """
     import psutil
 
-    total = 0.0
+    processes: dict[int, psutil.Process] = {}
     for pid in pids:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            times = psutil.Process(pid).cpu_times()
-            total += times.user + times.system
+            process = psutil.Process(pid)
+            processes[pid] = process
+            for child in process.children(recursive=True):
+                processes[child.pid] = child
+    total = 0.0
+    for process in processes.values():
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            times = process.cpu_times()
+            # A live child is not yet in its parent's children times, so nothing counts twice.
+            total += times.user + times.system + times.children_user + times.children_system
     return total
+
+
+def reaped_children_cpu_seconds() -> float:
+    """Return the CPU seconds of every child this process reaped so far, with their reaped descendants."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _limit_use(events_path: Path) -> tuple[int, dict[str, int], int]:
@@ -480,7 +548,7 @@ def measure(users: int, concurrency: int, site_slots: int, site_rate_per_second:
                     concurrency,
                     message_count,
                     log_dir=run_dir,
-                    servers={"prefect": bench.prefect.pids},
+                    servers=bench.server_pids(),
                 )
             peak_browser_jobs, peak_requests, requests_total = _limit_use(events_path)
     finally:
@@ -505,9 +573,10 @@ def measure(users: int, concurrency: int, site_slots: int, site_rate_per_second:
         "peak_browser_jobs": peak_browser_jobs,
         "peak_requests_per_second_per_site": peak_requests,
         "requests_per_account": round(requests_total / (one.accounts + two.accounts), 1),
-        "prefect_server_cpu_seconds_per_account": round(
-            (one.prefect_server_cpu_seconds + two.prefect_server_cpu_seconds) / (one.accounts + two.accounts), 3
-        ),
+        "cpu_seconds_per_account": {
+            name: round((one.cpu_seconds[name] + two.cpu_seconds[name]) / (one.accounts + two.accounts), 3)
+            for name in one.cpu_seconds
+        },
         "cpu_count": os.cpu_count(),
     }
 
