@@ -1,7 +1,10 @@
 """Run the extraction pipeline in a separate, limited process.
 
-Each call starts ``python -m warden.extraction.worker`` in a new session (so
-it leads its own process group) with:
+Each call runs one worker process, forked from this process's fork server
+(:mod:`warden.extraction.forkserver`, which has the readers loaded) or, with
+``fork_server=False`` or a memory limit too small for the server's address
+space, started as ``python -m warden.extraction.worker``. Either way the worker
+runs in a new session (so it leads its own process group) with:
 
 * ``RLIMIT_AS`` = ``max_memory_bytes`` and ``RLIMIT_CPU`` = ``max_cpu_seconds``,
   set by this process before any attachment byte is sent, and inherited by the
@@ -43,6 +46,7 @@ from pydantic import SecretStr, ValidationError
 
 import warden
 from warden.errors import ConfigError, TransientError
+from warden.extraction.forkserver import ForkedWorker, ForkServerDied, fork_server
 from warden.extraction.results import ExtractionResult, ExtractionStatus
 from warden.extraction.settings import ExtractionSettings
 from warden.extraction.worker import apply_resource_limits
@@ -59,6 +63,9 @@ PASSED_ENVIRONMENT = ("PATH", "TESSDATA_PREFIX")
 LOWEST_PRIORITY_NICE = 19
 # Start failures that may pass on their own: too many processes, or no memory for a new one.
 TRANSIENT_START_ERRNOS = (errno.EAGAIN, errno.ENOMEM)
+# A forked worker starts with the fork server's address space. With less room than this on
+# top of it, a plain worker is used instead, because it loads only the readers it needs.
+FORK_HEADROOM_BYTES = 256 * 1024 * 1024
 
 
 def worker_deadline_margin_seconds(timeout_seconds: float) -> float:
@@ -110,6 +117,8 @@ def extract_in_sandbox(
     name = filename or "the attachment"
     try:
         run = run_worker(data, filename, declared_type, settings, [p.get_secret_value() for p in passwords], started)
+    except ForkServerDied as exc:
+        raise TransientError(f"Extraction of '{name}' lost its worker's exit status: {exc}") from exc
     except OSError as exc:
         message = (
             f"Could not start the extraction worker for '{name}': {exc}. Check that "
@@ -172,7 +181,36 @@ def run_worker(
 
     # The worker could leave entries it made unremovable; that must not raise here.
     with tempfile.TemporaryDirectory(prefix="warden-extract-", ignore_cleanup_errors=True) as work_dir:
-        process = subprocess.Popen(
+        process = start_worker(work_dir, settings)
+        run = WorkerRun()
+        try:
+            apply_resource_limits(process.pid, settings)
+            if settings.background_priority:
+                lower_priority(process.pid)
+            run = exchange(process, request, deadline, settings.max_output_bytes)
+            if not run.timed_out and not run.output_exceeded:
+                run.timed_out = not process.wait_until_exit(deadline)
+        except ProcessLookupError:
+            pass  # the worker died before its limits were set; its exit status is reported below
+        finally:
+            # Kill the group before reaping the leader, so that its process group
+            # id cannot have been reused: this ends tools the worker left behind.
+            # The leader itself too, in case it had not yet made its group.
+            kill_process_group(process.pid)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(process.pid, signal.SIGKILL)
+            for stream in (process.stdin, process.stdout, process.stderr):
+                if stream is not None and not stream.closed:
+                    stream.close()
+            run.returncode, run.peak_rss_bytes = process.reap()
+    return run
+
+
+class PlainWorker:
+    """A worker started as ``python -m warden.extraction.worker``, a child of this process."""
+
+    def __init__(self, work_dir: str) -> None:
+        self.process = subprocess.Popen(
             [sys.executable, "-m", "warden.extraction.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -181,25 +219,25 @@ def run_worker(
             env=worker_environment(work_dir),
             start_new_session=True,
         )
-        run = WorkerRun()
-        try:
-            apply_resource_limits(process.pid, settings)
-            if settings.background_priority:
-                lower_priority(process.pid)
-            run = exchange(process, request, deadline, settings.max_output_bytes)
-            if not run.timed_out and not run.output_exceeded:
-                run.timed_out = not wait_without_reaping(process.pid, deadline)
-        except ProcessLookupError:
-            pass  # the worker died before its limits were set; its exit status is reported below
-        finally:
-            # Kill the group before reaping the leader, so that its process group
-            # id cannot have been reused: this ends tools the worker left behind.
-            kill_process_group(process.pid)
-            run.returncode, run.peak_rss_bytes = reap(process)
-            for stream in (process.stdin, process.stdout, process.stderr):
-                if stream is not None and not stream.closed:
-                    stream.close()
-    return run
+        self.pid = self.process.pid
+        self.stdin = self.process.stdin
+        self.stdout = self.process.stdout
+        self.stderr = self.process.stderr
+
+    def wait_until_exit(self, deadline: float) -> bool:
+        return wait_without_reaping(self.pid, deadline)
+
+    def reap(self) -> tuple[int, int]:
+        return reap(self.process)
+
+
+def start_worker(work_dir: str, settings: ExtractionSettings) -> PlainWorker | ForkedWorker:
+    """Start the worker of one attachment: forked from the fork server when the settings allow it."""
+    if settings.fork_server:
+        server = fork_server(lambda: worker_environment(tempfile.gettempdir()))
+        if settings.max_memory_bytes >= server.vm_size_bytes + FORK_HEADROOM_BYTES:
+            return server.spawn(work_dir)
+    return PlainWorker(work_dir)
 
 
 def lower_priority(pid: int) -> None:
@@ -221,7 +259,7 @@ def reap(process: subprocess.Popen[bytes]) -> tuple[int, int]:
 
 
 def exchange(
-    process: subprocess.Popen[bytes], request: list[bytes], deadline: float, max_output_bytes: int
+    process: PlainWorker | ForkedWorker, request: list[bytes], deadline: float, max_output_bytes: int
 ) -> WorkerRun:
     """Write the request and read stdout and stderr until both close, the deadline, or the cap."""
     assert process.stdin is not None

@@ -38,6 +38,14 @@ class ExtractionSettings(BaseModel):
         ge=64 * MIB,
         description="Address-space limit (RLIMIT_AS) of the sandboxed worker process, in bytes.",
     )
+    fork_server: bool = Field(
+        default=True,
+        description=(
+            "Whether sandboxed workers are forked from a process that has the readers loaded, which saves "
+            "0.2 to 0.4 s of CPU per attachment. A max_memory_bytes smaller than that process's address space "
+            "plus 256 MiB starts a new interpreter per attachment instead, as does False."
+        ),
+    )
     max_cpu_seconds: int = Field(
         default=120,
         gt=0,
