@@ -137,13 +137,20 @@ class StackDirectory:
         except FileNotFoundError:
             return {"version": STATE_VERSION, "components": {}}
         except json.JSONDecodeError as exc:
-            raise StackError(
-                f"{self.state_path} is not valid JSON ({exc}). Run `python -m stack down --dir {self.path}` "
-                "(or `make stop`): it stops the processes in the pid files below that directory and sets "
-                "the file aside, so the next `up` starts afresh"
-            ) from exc
+            raise self._unreadable(f"is not valid JSON ({exc})") from exc
+        problem = state_shape_problem(state)
+        if problem is not None:
+            raise self._unreadable(f"has an unexpected shape: {problem}")
         state.setdefault("components", {})
         return state
+
+    def _unreadable(self, problem: str) -> StackError:
+        return StackError(
+            f"{self.state_path} {problem}. Run `python -m stack down --dir {self.path}` "
+            "(or `make stop`): it stops the processes in the pid files below that directory and sets "
+            "the file aside, so the next `up` starts afresh on new ports (pass --database again if the "
+            "stack used PostgreSQL)"
+        )
 
     def save_state(self, state: dict[str, Any]) -> None:
         """Write ``stack.json``, which contains ports, URLs, pids and paths but no secrets."""
@@ -151,6 +158,30 @@ class StackDirectory:
         temporary = self.state_path.with_suffix(".json.tmp")
         temporary.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
         temporary.replace(self.state_path)
+
+
+# Fields of a component's entry in stack.json that must be whole numbers when present.
+NUMERIC_FIELDS = ("port", "imap_port", "http_port", "session_lifetime_minutes")
+
+
+def state_shape_problem(state: Any) -> str | None:
+    """Return what is wrong with the shape of a parsed ``stack.json``, or None when it can be used."""
+    if not isinstance(state, dict):
+        return f"the top level is a JSON {type(state).__name__}, not an object"
+    components = state.get("components", {})
+    if not isinstance(components, dict):
+        return "'components' is not an object"
+    for name, entry in components.items():
+        if not isinstance(entry, dict):
+            return f"components.{name} is not an object"
+        for field in NUMERIC_FIELDS:
+            value = entry.get(field)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                return f"components.{name}.{field} is {value!r}, not a whole number"
+        pids = entry.get("pids", [])
+        if not isinstance(pids, list) or not all(isinstance(pid, int) for pid in pids):
+            return f"components.{name}.pids is not a list of whole numbers"
+    return None
 
 
 def _progress(step: str) -> None:
@@ -353,8 +384,8 @@ def _announce_database_change(directory: StackDirectory, previous: str, database
     _progress(
         f"the stack used {DATABASE_NAMES[previous]} and now uses {DATABASE_NAMES[database]}: "
         "the Prefect server restarts on the new database. Flow runs, deployments, Blocks and stored "
-        f"documents stay in the {DATABASE_NAMES[previous]} databases and are not copied. Run `make demo` "
-        "to register the demo account again"
+        f"documents stay in the {DATABASE_NAMES[previous]} databases and are not copied. `make demo` "
+        "registers the demo account again on the new database"
     )
     if database == SQLITE:
         _progress(
@@ -468,6 +499,9 @@ def write_env_file(directory: StackDirectory, state: dict[str, Any], store_url: 
         variables["WARDEN_STORE_URL"] = store_url.get_secret_value()
         lines.append("# WARDEN_STORE_URL contains the PostgreSQL password: keep this file private.")
     lines.extend(f"export {name}={shlex.quote(value)}" for name, value in variables.items())
+    if store_url is None:
+        # A shell that loaded the file of a PostgreSQL stack gets the SQLite store back when it loads this one.
+        lines.append("unset WARDEN_STORE_URL")
     write_private(directory.env_path, "\n".join(lines) + "\n")
 
 
@@ -506,6 +540,11 @@ def command_up(args: argparse.Namespace) -> int:
     state = directory.load_state()
     previous_database = state.get("database", SQLITE)
     database = args.database or previous_database
+    if args.database is None and "database" not in state and _postgres(directory, {}).data_dir.is_dir():
+        _progress(
+            f"starting on SQLite, although {directory.path / 'postgres'} contains a PostgreSQL cluster of an "
+            "earlier stack; pass --database postgresql (make demo DATABASE=postgresql) to use it"
+        )
     if database == POSTGRESQL:
         _check_postgresql_installed()
     if state["components"] and database != previous_database:
@@ -595,6 +634,10 @@ def command_down(args: argparse.Namespace) -> int:
 
     directory.save_state(state)
     print_table(reports)
+    # Components that stack.json no longer lists, e.g. after it was edited by hand.
+    leftovers = _stop_pid_file_processes(directory)
+    if leftovers:
+        print(f"Stopped {leftovers} more processes found in pid files below {directory.path}.")
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     return 1 if errors else 0
@@ -618,6 +661,17 @@ def _stop_by_pid_files(directory: StackDirectory, timeout_seconds: float = 10.0)
     directory is stopped, so a pid reused by another program is left alone. The
     unreadable state file is kept as ``stack.json.corrupt``; the next ``up`` starts afresh.
     """
+    stopped = _stop_pid_file_processes(directory, timeout_seconds)
+    directory.state_path.replace(directory.state_path.with_name(STATE_FILE + ".corrupt"))
+    print(
+        f"Stopped {stopped} processes found in pid files below {directory.path}; "
+        f"the unreadable state file is kept as {STATE_FILE}.corrupt."
+    )
+    return 0
+
+
+def _stop_pid_file_processes(directory: StackDirectory, timeout_seconds: float = 10.0) -> int:
+    """Stop the live processes named in pid files below ``directory`` that belong to it; return how many."""
     # SIGINT is PostgreSQL's fast shutdown. SIGTERM would make it wait until every client disconnected.
     postgres_pid_path = _postgres(directory, {}).pid_path
     processes = []
@@ -634,13 +688,7 @@ def _stop_by_pid_files(directory: StackDirectory, timeout_seconds: float = 10.0)
     for process in alive:
         process.kill()
     psutil.wait_procs(alive, timeout=timeout_seconds)
-
-    directory.state_path.replace(directory.state_path.with_name(STATE_FILE + ".corrupt"))
-    print(
-        f"Stopped {len(processes)} processes found in pid files below {directory.path}; "
-        f"the unreadable state file is kept as {STATE_FILE}.corrupt."
-    )
-    return 0
+    return len(processes)
 
 
 def _stop_component(

@@ -585,7 +585,8 @@ def test_cli_up_postgresql_then_sqlite(scratch_dir: Path) -> None:
     assert switched_prefect["database"] == "sqlite"
     assert switched_prefect["pids"] != prefect_state["pids"]
     assert flow_after_switch.status_code == 404
-    assert "WARDEN_STORE_URL" not in switched_env_text
+    assert "export WARDEN_STORE_URL" not in switched_env_text
+    assert "\nunset WARDEN_STORE_URL\n" in switched_env_text
     assert living(postgres_tree) == []
     assert switched_status.returncode == 0, switched_status.stdout
     assert not re.search(r"^PostgreSQL ", switched_status.stdout, re.MULTILINE)
@@ -611,3 +612,26 @@ def test_cli_down_unreadable_state(scratch_dir: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"] == []
     assert (stack_dir / "stack.json.corrupt").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("[]", "the top level is a JSON list"),
+        ('{"version": 1, "components": "x"}', "'components' is not an object"),
+        ('{"version": 1, "components": {"mail": null}}', "components.mail is not an object"),
+        ('{"version": 1, "components": {"mail": {"imap_port": "x"}}}', "components.mail.imap_port is 'x'"),
+        ('{"version": 1, "components": {"prefect": {"pids": "1"}}}', "components.prefect.pids is not a list"),
+    ],
+)
+def test_state_of_wrong_shape_rejected(tmp_path: Path, content: str, problem: str) -> None:
+    from stack.__main__ import StackDirectory
+    from stack.process import StackError
+
+    directory = StackDirectory(tmp_path)
+    directory.state_path.write_text(content, encoding="utf-8")
+
+    with pytest.raises(StackError, match="unexpected shape") as raised:
+        directory.load_state()
+    assert problem in str(raised.value)
+    assert "stack down --dir" in str(raised.value)
