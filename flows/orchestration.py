@@ -27,19 +27,20 @@ Prefect's clients retry them for seconds.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
+import httpx
 from prefect import Task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.objects import State, TaskRun
-from prefect.concurrency.asyncio import concurrency, rate_limit
+from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError, concurrency, rate_limit
 from prefect.events import emit_event
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from warden.accounts import check_account_name
-from warden.errors import BrowserCrashed, ConfigError, TransientError, is_transient
+from warden.errors import BrowserCrashed, ConfigError, TransientError, WardenError, is_transient
 from warden.events import WardenEvent
 from warden.settings import get_settings
 
@@ -117,6 +118,33 @@ async def ensure_limit(name: str, slots: int, *, slot_decay_per_second: float | 
         return True
 
 
+def slot_refused(name: str, exc: ConcurrencySlotAcquisitionError) -> WardenError:
+    """Explain why the Prefect server gave no slot of the limit ``name``."""
+    cause = exc.__cause__
+    if isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code == 422:
+        return ConfigError(
+            f"The Prefect server rejected a request for 1 slot of the concurrency limit '{name}' "
+            f"({cause.response.text[:200]}). Its limit is probably 0: set it with "
+            f"`prefect gcl update {name} --limit 1` or higher, or delete it to get the default."
+        )
+    if "must be created" in str(exc):
+        return TransientError(
+            f"The concurrency limit '{name}' was deleted while this worker ran. The next sync creates it again."
+        )
+    return TransientError(
+        f"Could not take a slot of the concurrency limit '{name}': {exc}. Check that the Prefect API is reachable."
+    )
+
+
+@contextmanager
+def explain_refused_slots(name: str) -> Iterator[None]:
+    """Turn Prefect's refusal of a slot of ``name`` into a ConfigError or TransientError with the cause and the fix."""
+    try:
+        yield
+    except ConcurrencySlotAcquisitionError as exc:
+        raise slot_refused(name, exc) from exc
+
+
 class PrefectLimits:
     """Browser and per-site slots, and per-site request rates, from Prefect's global concurrency limits."""
 
@@ -147,15 +175,17 @@ class PrefectLimits:
     @asynccontextmanager
     async def browser_slot(self) -> AsyncIterator[None]:
         await self._ensure(BROWSER_LIMIT, DEFAULT_BROWSER_SLOTS)
-        async with concurrency(BROWSER_LIMIT, occupy=1, lease_duration=lease_seconds(), strict=True):
-            yield
+        with explain_refused_slots(BROWSER_LIMIT):
+            async with concurrency(BROWSER_LIMIT, occupy=1, lease_duration=lease_seconds(), strict=True):
+                yield
 
     @asynccontextmanager
     async def site_slot(self, site: str) -> AsyncIterator[None]:
         name = site_limit_name(site)
         await self._ensure(name, DEFAULT_SITE_SLOTS)
-        async with concurrency(name, occupy=1, lease_duration=lease_seconds(), strict=True):
-            yield
+        with explain_refused_slots(name):
+            async with concurrency(name, occupy=1, lease_duration=lease_seconds(), strict=True):
+                yield
 
     async def site_rate(self, site: str, timeout_seconds: float | None = None) -> None:
         """Take one slot of the site's rate limit ``site-rate-<host>`` before a request, waiting for one if needed.
@@ -170,7 +200,8 @@ class PrefectLimits:
         name = site_rate_limit_name(site)
         await self._ensure_rate_limit(name, site)
         try:
-            await rate_limit(name, occupy=1, timeout_seconds=timeout_seconds, strict=True)
+            with explain_refused_slots(name):
+                await rate_limit(name, occupy=1, timeout_seconds=timeout_seconds, strict=True)
         except TimeoutError as exc:
             raise TransientError(
                 f"No request slot for site '{site}' freed within {timeout_seconds:g} s on the rate limit '{name}', "
@@ -189,10 +220,15 @@ async def account_lock(account: str) -> AsyncIterator[None]:
     name = f"account-{account}"
     await ensure_limit(name, 1)
     try:
-        async with concurrency(
-            name, occupy=1, lease_duration=lease_seconds(), strict=True, timeout_seconds=ACCOUNT_LOCK_TIMEOUT_SECONDS
-        ):
-            yield
+        with explain_refused_slots(name):
+            async with concurrency(
+                name,
+                occupy=1,
+                lease_duration=lease_seconds(),
+                strict=True,
+                timeout_seconds=ACCOUNT_LOCK_TIMEOUT_SECONDS,
+            ):
+                yield
     except TimeoutError as exc:
         raise TransientError(
             f"Another sync of account '{account}' held its lock for over {ACCOUNT_LOCK_TIMEOUT_SECONDS} s. "
