@@ -662,3 +662,20 @@ async def test_no_secret_in_clear(
     assert len(texts) > 20, "too few log lines and artifacts captured to make the scan meaningful"
     leaked_texts = [text[:120] for text in texts if any(secret in text for secret in secrets)]
     assert leaked_texts == []
+
+
+def test_cli_sync_json_on_bad_setting(prefect_server):
+    result = subprocess.run(
+        [sys.executable, "-m", "warden.cli", "sync", ACCOUNT, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "WARDEN_STACK_DIR": "/nonexistent", "WARDEN_LEASE_SECONDS": "5"},
+    )
+
+    assert result.returncode == 1
+    output = json.loads(result.stdout.strip().splitlines()[-1])
+    assert output["account"] == ACCOUNT
+    assert "WARDEN_LEASE_SECONDS='5'" in output["error"]
+    assert "WARDEN_LEASE_SECONDS" in result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -90,10 +90,11 @@ def _prefect_unreachable(exc: BaseException) -> bool:
     return False
 
 
-def run_command(coroutine: Coroutine[Any, Any, T], *, what: str) -> T:
+def run_command(coroutine: Coroutine[Any, Any, T], *, what: str, on_failure: Callable[[str], None] | None = None) -> T:
     """Run a command's coroutine; turn expected failures into one clear line and exit code 1.
 
     ``what`` names the command's work in the message, e.g. "sync account 'demo'".
+    ``on_failure``, when given, receives that message first, e.g. to print it as JSON.
     """
     from warden.console import quiet_expected_tracebacks
 
@@ -101,14 +102,16 @@ def run_command(coroutine: Coroutine[Any, Any, T], *, what: str) -> T:
     try:
         return asyncio.run(coroutine)
     except WardenError as exc:
-        fail(f"Could not {what}", str(exc))
+        message = str(exc)
     except Exception as exc:
         if not _prefect_unreachable(exc):
             raise
         api_url = os.environ.get("PREFECT_API_URL")
         where = f"the Prefect API at {api_url}" if api_url else "a Prefect API (PREFECT_API_URL is not set)"
-        fail(
-            f"Could not {what}",
+        message = (
             f"{where} is unreachable ({type(exc).__name__}). Start the stack with `make demo` or "
-            "`python -m stack up`, or set PREFECT_API_URL to a running server.",
+            "`python -m stack up`, or set PREFECT_API_URL to a running server."
         )
+    if on_failure is not None:
+        on_failure(message)
+    fail(f"Could not {what}", message)

@@ -67,7 +67,14 @@ def sync(
     """Sync one account now: probe, refresh if needed, fetch, extract, wipe."""
     from flows.sync import sync_and_summarize
 
-    completed, summary = run_command(sync_and_summarize(account), what=f"sync account '{account}'")
+    def print_error_object(message: str) -> None:
+        print(json.dumps(summary_row({"account": account, "error": message})))
+
+    completed, summary = run_command(
+        sync_and_summarize(account),
+        what=f"sync account '{account}'",
+        on_failure=print_error_object if as_json else None,
+    )
     if as_json:
         print(json.dumps(summary_row(summary)))
     else:
