@@ -90,3 +90,13 @@ def test_unwritable_location_names_the_fix(tmp_path):
         DocumentStore(f"sqlite:///{blocker / 'sub' / 'store.db'}")
     assert "WARDEN_STORE_URL" in str(caught.value)
     assert str(blocker) in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["mysql://user:secret@127.0.0.1:1/warden", "mssql+pyodbc://127.0.0.1/warden"])
+def test_unsupported_database_names_choices(url):
+    with pytest.raises(ConfigError) as caught:
+        DocumentStore(url)
+
+    assert "supports SQLite and PostgreSQL" in str(caught.value)
+    assert "WARDEN_STORE_URL" in str(caught.value)
+    assert "secret" not in str(caught.value)

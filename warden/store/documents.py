@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from warden.errors import BugError, ConfigError, TransientError
@@ -35,6 +36,8 @@ logger = logging.getLogger("warden.store")
 
 # Versions of a session kept per account; older ones are deleted on save.
 SESSION_VERSIONS_KEPT = 5
+# Databases whose insert has on_conflict_do_nothing, which saving a message needs.
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 
 
 def utc_now() -> datetime:
@@ -142,18 +145,27 @@ class DocumentStore:
 
     @staticmethod
     def _insert_for_dialect(dialect: str) -> Callable[..., Any]:
-        """Return the dialect's ``insert``, which has ``on_conflict_do_nothing``; only SQLite and PostgreSQL do."""
-        if dialect == "postgresql":
-            return postgresql.insert
-        if dialect == "sqlite":
-            return sqlite.insert
-        raise ConfigError(
-            f"The document store supports SQLite and PostgreSQL, not {dialect}. "
-            "Set WARDEN_STORE_URL to a sqlite:/// or postgresql+psycopg:// URL."
-        )
+        """Return the dialect's ``insert``, which has ``on_conflict_do_nothing`` (``_create_engine`` checked it)."""
+        return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
     @staticmethod
     def _create_engine(url: str) -> Engine:
+        backend = make_url(url).get_backend_name()
+        if backend not in SUPPORTED_BACKENDS:
+            raise ConfigError(
+                f"The document store supports SQLite and PostgreSQL, not {backend}. "
+                "Set WARDEN_STORE_URL to a sqlite:/// or postgresql+psycopg:// URL."
+            )
+        try:
+            return DocumentStore._create_engine_for(url)
+        except ImportError as exc:
+            raise ConfigError(
+                f"The database driver of WARDEN_STORE_URL ({make_url(url).drivername}) is not installed: {exc}. "
+                "For PostgreSQL, install the project's postgres extra (pip install -e '.[postgres]')."
+            ) from exc
+
+    @staticmethod
+    def _create_engine_for(url: str) -> Engine:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(url, connect_args={"timeout": 30})
