@@ -581,27 +581,48 @@ def measure(users: int, concurrency: int, site_slots: int, site_rate_per_second:
     }
 
 
+def _at_least(minimum: int):
+    # argparse names the type by the function's name: "invalid integer value: 'abc'".
+    def integer(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum of {minimum}")
+        return value
+
+    return integer
+
+
+def number(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not above 0")
+    return value
+
+
 def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument(
-        "--accounts", type=int, default=DEFAULT_ACCOUNTS, help=f"accounts per round (default {DEFAULT_ACCOUNTS})"
+        "--accounts",
+        type=_at_least(2),
+        default=DEFAULT_ACCOUNTS,
+        help=f"accounts per round, at least 2 so that each of two workers gets one (default {DEFAULT_ACCOUNTS})",
     )
     parser.add_argument(
         "--concurrency-per-worker",
-        type=int,
+        type=_at_least(1),
         default=DEFAULT_CONCURRENCY_PER_WORKER,
         help=f"accounts one worker syncs at once (default {DEFAULT_CONCURRENCY_PER_WORKER})",
     )
     parser.add_argument(
         "--site-slots",
-        type=int,
+        type=_at_least(1),
         default=DEFAULT_SITE_SLOTS,
         help=f"concurrent connections to the IMAP server across workers (default {DEFAULT_SITE_SLOTS})",
     )
     parser.add_argument(
         "--site-rate-per-second",
-        type=float,
+        type=number,
         default=DEFAULT_SITE_RATE_PER_SECOND,
         help=f"requests per second to the IMAP server across workers (default {DEFAULT_SITE_RATE_PER_SECOND:g})",
     )
@@ -618,8 +639,6 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.command == "worker":
         return run_worker(arguments.account_names, arguments.events, arguments.concurrency_per_worker)
 
-    if arguments.accounts < 2:
-        raise SystemExit("--accounts must be at least 2, so that each of two workers gets an account")
     # SIGTERM raises KeyboardInterrupt like Ctrl-C, so the same clean-up stops every process.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     figures = measure(
