@@ -138,6 +138,26 @@ async def second_sync(first_sync):
     return await connector_sync(ACCOUNT)
 
 
+async def settled_task_runs(flow_run_id, timeout_seconds: float = 30.0):
+    """Return the task runs of a flow run once each has a final state.
+
+    The server records task run states from events, so they can lag behind the flow run's end.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter
+
+    deadline = time.monotonic() + timeout_seconds
+    async with get_client() as client:
+        while True:
+            task_runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), task_run_filter=TaskRunFilter()
+            )
+            settled = all(run.state is not None and run.state.is_final() for run in task_runs)
+            if settled or time.monotonic() > deadline:
+                return task_runs
+            await asyncio.sleep(0.5)
+
+
 def stored_attachments():
     from warden.store import default_document_store
 
@@ -221,14 +241,8 @@ async def test_rerun_stores_no_duplicates(second_sync, registered):
 
 @pytest.mark.asyncio(loop_scope="session")
 async def test_flow_run_has_six_tasks(first_sync):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter
-
     flow_run_id = first_sync.run_url.rsplit("/", 1)[-1]
-    async with get_client() as client:
-        task_runs = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), task_run_filter=TaskRunFilter()
-        )
+    task_runs = await settled_task_runs(flow_run_id)
     names = {run.name.rsplit("-", 1)[0] for run in task_runs}
     assert names == {
         "issue-scoped-token",
@@ -502,9 +516,6 @@ async def test_concurrent_syncs_do_not_overlap(second_sync, registered, mail_ser
 @pytest.mark.asyncio(loop_scope="session")
 async def test_denied_policy_fails_without_partial_state(registered, mail_server):
     """A vault policy that denies the fetch fails the sync once, names the path, and stores no message."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter
-
     from flows.registration import register_account
     from flows.sync import connector_sync
     from warden.errors import VaultDenied
@@ -532,11 +543,7 @@ async def test_denied_policy_fails_without_partial_state(registered, mail_server
     assert store.message_count("e2e-denied") == 0
     assert store.cursor("e2e-denied", "INBOX") is None
 
-    async with get_client() as client:
-        task_runs = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])),
-            task_run_filter=TaskRunFilter(),
-        )
+    task_runs = await settled_task_runs(state.state_details.flow_run_id)
     fetch_runs = [run for run in task_runs if run.name.startswith("fetch-items")]
     assert len(fetch_runs) == 1
     assert fetch_runs[0].run_count == 1
