@@ -100,3 +100,30 @@ def test_unsupported_database_names_choices(url):
     assert "supports SQLite and PostgreSQL" in str(caught.value)
     assert "WARDEN_STORE_URL" in str(caught.value)
     assert "secret" not in str(caught.value)
+
+
+def test_missing_sqlite_directory_not_created(tmp_path):
+    missing = tmp_path / "typo" / "store.db"
+
+    with pytest.raises(ConfigError, match="does not exist") as caught:
+        DocumentStore(f"sqlite:///{missing}")
+
+    assert str(missing.parent) in str(caught.value)
+    assert not missing.parent.exists()
+
+
+def test_default_store_creates_home(tmp_path, monkeypatch):
+    from warden.settings import get_settings
+    from warden.store import default_document_store
+
+    home = tmp_path / "new-home"
+    monkeypatch.setenv("WARDEN_HOME", str(home))
+    monkeypatch.delenv("WARDEN_STORE_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        store = default_document_store()
+    finally:
+        get_settings.cache_clear()
+
+    assert store.message_count("nobody") == 0
+    assert (home / "warden.db").exists()

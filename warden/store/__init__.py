@@ -28,4 +28,10 @@ def _store_for(url: str) -> DocumentStore:
 
 def default_document_store(url: str | None = None) -> DocumentStore:
     """Return this process's store for ``url``, or for WARDEN_STORE_URL / WARDEN_HOME when none is given."""
-    return _store_for(url or get_settings().resolved_store_url())
+    if not url:
+        settings = get_settings()
+        if settings.store_url is None:
+            # The default store lives in WARDEN_HOME, which is created on first use.
+            settings.home.mkdir(parents=True, exist_ok=True)
+        url = settings.resolved_store_url()
+    return _store_for(url)

@@ -167,7 +167,13 @@ class DocumentStore:
     @staticmethod
     def _create_engine_for(url: str) -> Engine:
         if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            directory = Path(url.removeprefix("sqlite:///")).expanduser().parent
+            if not directory.is_dir():
+                # Not created here: a mistyped path would otherwise start a new, empty store.
+                raise ConfigError(
+                    f"The directory {directory} of the SQLite document store does not exist. "
+                    "Create it, or fix WARDEN_STORE_URL (or WARDEN_HOME)."
+                )
             engine = create_engine(url, connect_args={"timeout": 30})
 
             @event.listens_for(engine, "connect")
