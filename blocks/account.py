@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from prefect.blocks.core import Block
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import BlockDocument
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from pydantic import Field
 
 from warden.accounts import AccessPath, AccountConfig, BrowserBudget
@@ -108,3 +111,23 @@ class ConnectorAccount(Block):
             ocr_enabled=self.ocr_enabled,
             extraction_options=self.extraction_options,
         )
+
+
+async def account_block_documents() -> list[BlockDocument]:
+    """Return every saved Warden Connector Account Block, sorted by name; none when its type is not registered yet."""
+    async with get_client() as client:
+        try:
+            documents = await client.read_block_documents_by_type(ConnectorAccount.get_block_type_slug())
+        except ObjectNotFound:
+            return []
+        except PrefectHTTPStatusError as exc:
+            # Prefect returns 404 "Block type not found" on a server where no account was ever registered.
+            if exc.response.status_code == 404:
+                return []
+            raise
+    return sorted((document for document in documents if document.name), key=lambda document: document.name)
+
+
+async def registered_account_names() -> list[str]:
+    """Return the names of every saved Warden Connector Account Block, sorted."""
+    return [document.name for document in await account_block_documents()]

@@ -38,11 +38,9 @@ from typing import Annotated, TypeVar
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel, Field
 
-from blocks.account import ConnectorAccount
+from blocks.account import registered_account_names
 from flows.orchestration import PrefectEventSink, PrefectLimits, retry_transient
 from flows.sync import (
     TASK_RETRIES,
@@ -113,12 +111,7 @@ def describe_error(exc: BaseException) -> str:
 
 async def registered_accounts() -> list[str]:
     """Return the names of every Warden Connector Account Block, sorted."""
-    async with get_client() as client:
-        try:
-            documents = await client.read_block_documents_by_type(ConnectorAccount.get_block_type_slug())
-        except ObjectNotFound:
-            return []
-    return sorted(document.name for document in documents if document.name)
+    return await registered_account_names()
 
 
 async def open_account_run(account: str) -> SyncRun:

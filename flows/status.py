@@ -5,10 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound
-
-from blocks.account import ConnectorAccount
+from blocks.account import account_block_documents
 from warden.store import StoredSession, default_document_store
 
 __all__ = ["collect_status"]
@@ -27,11 +24,7 @@ def _session_label(session: StoredSession | None, now: datetime) -> str:
 
 async def collect_status() -> list[dict[str, Any]]:
     """Return one row per registered account, sorted by name."""
-    async with get_client() as client:
-        try:
-            documents = await client.read_block_documents_by_type(ConnectorAccount.get_block_type_slug())
-        except ObjectNotFound:
-            documents = []
+    documents = await account_block_documents()
 
     store = default_document_store()
     last_runs = store.last_runs()
@@ -40,7 +33,7 @@ async def collect_status() -> list[dict[str, Any]]:
     now = datetime.now(UTC)
 
     rows = []
-    for document in sorted(documents, key=lambda item: item.name or ""):
+    for document in documents:
         name = document.name
         session = store.latest_session(name)
         run = last_runs.get(name) or {}

@@ -24,11 +24,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
-from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
-from prefect.exceptions import ObjectNotFound
 
-from blocks.account import ConnectorAccount
+from blocks.account import registered_account_names
 from flows.sync import sync_and_summarize
 from warden.store import default_document_store
 
@@ -56,12 +54,7 @@ SUMMARY_COLUMNS = (
 
 async def list_registered_accounts() -> list[str]:
     """Return the names of every Warden Connector Account Block on the Prefect server, sorted."""
-    async with get_client() as client:
-        try:
-            documents = await client.read_block_documents_by_type(ConnectorAccount.get_block_type_slug())
-        except ObjectNotFound:
-            return []
-    return sorted(document.name for document in documents if document.name)
+    return await registered_account_names()
 
 
 async def _sync_as_subflow(account: str) -> tuple[bool, dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -68,7 +69,10 @@ def sync(
     from flows.sync import sync_and_summarize
 
     def print_error_object(message: str) -> None:
-        print(json.dumps(summary_row({"account": account, "error": message})))
+        from warden.run import SyncSummary
+
+        failed = SyncSummary(account=account, access_path="none", probe="not run", failed=1, error=message)
+        print(json.dumps(summary_row(failed.model_dump(mode="json"))))
 
     completed, summary = run_command(
         sync_and_summarize(account),
@@ -120,6 +124,14 @@ def status(
         )
     # Piped output has no terminal width; a narrow default would cut every column to a few letters.
     Console(width=max(console.width, 120) if not console.is_terminal else None).print(table)
+    if not rows:
+        where = (
+            "PREFECT_API_URL is not set, so this listed a temporary Prefect server: load the stack's environment "
+            "(`. .stack/env`) or set PREFECT_API_URL"
+            if not os.environ.get("PREFECT_API_URL")
+            else f"on the Prefect API at {os.environ['PREFECT_API_URL']}"
+        )
+        err_console.print(f"No account is registered ({where}). Add one with `warden account add` or `make demo`.")
 
 
 def _short_path(path: str) -> str:
