@@ -684,5 +684,7 @@ def test_cli_sync_json_on_bad_setting(prefect_server):
     assert result.returncode == 1
     output = json.loads(result.stdout.strip().splitlines()[-1])
     assert output["account"] == ACCOUNT
+    assert output["probe"] == "not run"
+    assert output["failed"] == 1
     assert "WARDEN_LEASE_SECONDS='5'" in output["error"]
     assert "WARDEN_LEASE_SECONDS" in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 from collections.abc import Callable, Coroutine
@@ -66,7 +67,32 @@ def load_stack_env(directory: Path | None = None) -> list[str]:
             if key not in os.environ:
                 os.environ[key] = value
                 loaded.append(key)
+    _drop_stale_store_url(directory)
     return loaded
+
+
+def _drop_stale_store_url(directory: Path) -> None:
+    """Unset a WARDEN_STORE_URL that points at the stack's PostgreSQL after the stack went back to SQLite.
+
+    A shell that loaded the env file of the PostgreSQL stack keeps the variable, and
+    the stack has stopped that database, so every command would fail to open the store.
+    """
+    url = os.environ.get("WARDEN_STORE_URL")
+    if not url:
+        return
+    try:
+        state = json.loads((directory / "stack.json").read_text(encoding="utf-8"))
+        postgres = state["components"]["postgres"]
+        address = f"@{postgres['host']}:{postgres['port']}/"
+        uses_sqlite = state.get("database") != "postgresql"
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if uses_sqlite and address in url:
+        del os.environ["WARDEN_STORE_URL"]
+        err_console.print(
+            "[yellow]note:[/yellow] WARDEN_STORE_URL points at the dev stack's PostgreSQL, which the stack no "
+            f"longer uses, so it is ignored. Run `unset WARDEN_STORE_URL`, or load {directory / 'env'} again."
+        )
 
 
 @app.callback()
