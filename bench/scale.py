@@ -40,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import resource
 import shutil
@@ -55,9 +56,11 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from bench.latency import LatencyProxy
 from stack.mail import MailServer
 from stack.oidc import OidcProvider
 from stack.openbao import OpenBaoDevServer
+from stack.ports import LOOPBACK
 from stack.postgres import PostgresServer
 from stack.prefect_server import PrefectServer
 
@@ -172,6 +175,12 @@ class BenchStack:
     mail: MailServer
     postgres: PostgresServer
     prefect: PrefectServer
+    # Where accounts reach IMAP: the mail server itself, or a proxy that adds network latency.
+    imap_address: tuple[str, int] | None = None
+
+    def imap_endpoint(self) -> tuple[str, int]:
+        """Return the IMAP host and port that the accounts connect to."""
+        return self.imap_address or (self.mail.imap_host, self.mail.imap_port)
 
     def server_pids(self) -> dict[str, list[int]]:
         """Return the top processes of each server, by component name."""
@@ -266,7 +275,8 @@ async def register_accounts(
         introspection_url=bench.oidc.introspection_endpoint,
         scope="mail.read",
     ).model_dump(mode="json")
-    api_options = {"host": bench.mail.imap_host, "port": bench.mail.imap_port, "tls": False}
+    imap_host, imap_port = bench.imap_endpoint()
+    api_options = {"host": imap_host, "port": imap_port, "tls": False}
 
     accounts: dict[int, list[str]] = {round_number: [] for round_number in range(1, rounds + 1)}
     message_count = 0
@@ -303,7 +313,7 @@ async def register_accounts(
             store_oauth_grant(admin, config.paths, refresh_token=tokens.refresh_token)
             accounts[round_number].append(name)
 
-    site = f"{bench.mail.imap_host}:{bench.mail.imap_port}"
+    site = f"{imap_host}:{imap_port}"
     return runner.secret_id, accounts, message_count, site
 
 
@@ -520,8 +530,13 @@ def _limit_use(events_path: Path) -> tuple[int, dict[str, int], int]:
 # -- the benchmark ----------------------------------------------------------------
 
 
-def measure(users: int, concurrency: int, site_slots: int, site_rate_per_second: float) -> dict[str, Any]:
-    """Start the stack, register the accounts, run both rounds, stop everything; return the figures."""
+def measure(
+    users: int, concurrency: int, site_slots: int, site_rate_per_second: float, latency_ms: float = 0.0
+) -> dict[str, Any]:
+    """Start the stack, register the accounts, run both rounds, stop everything; return the figures.
+
+    With ``latency_ms``, the accounts reach IMAP through a proxy that adds that round-trip time.
+    """
     run_dir = Path(tempfile.mkdtemp(prefix="warden-bench-scale-"))
     # The mail server's daemons run as other users and must enter their run directories.
     run_dir.chmod(0o755)
@@ -529,6 +544,11 @@ def measure(users: int, concurrency: int, site_slots: int, site_rate_per_second:
     try:
         with ExitStack() as stack:
             bench = start_stack(run_dir, stack)
+            if latency_ms > 0:
+                proxy = LatencyProxy(bench.mail.imap_host, bench.mail.imap_port, latency_ms / 2000.0)
+                proxy.start()
+                stack.callback(proxy.stop)
+                bench.imap_address = (LOOPBACK, proxy.port)
             _use_prefect_server(bench)
             secret_id, rounds, message_count, site = asyncio.run(register_accounts(bench, users))
             asyncio.run(set_site_limits(site, site_slots, site_rate_per_second))
@@ -557,6 +577,7 @@ def measure(users: int, concurrency: int, site_slots: int, site_rate_per_second:
     one, two = results[1], results[2]
     return {
         "accounts": users,
+        "latency_ms": latency_ms,
         "messages_per_account": message_count,
         "concurrency_per_worker": concurrency,
         "site_slots": site_slots,
@@ -594,8 +615,15 @@ def _at_least(minimum: int):
 
 def number(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not above 0")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number above 0")
+    return value
+
+
+def milliseconds(text: str) -> float:
+    value = float(text)
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number of 0 or more")
     return value
 
 
@@ -626,6 +654,13 @@ def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_SITE_RATE_PER_SECOND,
         help=f"requests per second to the IMAP server across workers (default {DEFAULT_SITE_RATE_PER_SECOND:g})",
     )
+    parser.add_argument(
+        "--latency-ms",
+        type=milliseconds,
+        default=0.0,
+        help="round-trip time added to every IMAP exchange by a proxy, like a mail server across a network "
+        "(default 0: loopback)",
+    )
     subcommands = parser.add_subparsers(dest="command")
     worker = subcommands.add_parser("worker", help="internal: one worker process of a round")
     worker.add_argument("--events", type=Path, required=True, help="file to append limit use to")
@@ -642,7 +677,11 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM raises KeyboardInterrupt like Ctrl-C, so the same clean-up stops every process.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     figures = measure(
-        arguments.accounts, arguments.concurrency_per_worker, arguments.site_slots, arguments.site_rate_per_second
+        arguments.accounts,
+        arguments.concurrency_per_worker,
+        arguments.site_slots,
+        arguments.site_rate_per_second,
+        arguments.latency_ms,
     )
     if arguments.json:
         print(json.dumps(figures))

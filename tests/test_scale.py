@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from bench.latency import LatencyProxy
 from bench.scale import peak_concurrency, peak_per_second
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +55,33 @@ def test_peak_concurrency_releases_first():
     assert peak_concurrency([]) == 0
     assert peak_concurrency([(0.0, 1), (1.0, -1), (1.0, 1), (2.0, -1)]) == 1
     assert peak_concurrency([(0.0, 1), (0.5, 1), (1.0, -1), (1.5, -1)]) == 2
+
+
+def test_latency_proxy_delays_both_ways():
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def echo_until_end() -> None:
+        connection, _ = server.accept()
+        with connection:
+            while data := connection.recv(1024):
+                connection.sendall(data)
+
+    threading.Thread(target=echo_until_end, daemon=True).start()
+    with LatencyProxy("127.0.0.1", server.getsockname()[1], one_way_delay_seconds=0.05) as proxy:
+        client = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+        started = time.monotonic()
+        client.sendall(b"a001 NOOP\r\n")
+        reply = client.recv(1024)
+        round_trip = time.monotonic() - started
+        client.shutdown(socket.SHUT_WR)
+        end = client.recv(1024)
+        client.close()
+    server.close()
+
+    assert reply == b"a001 NOOP\r\n"
+    # A lower bound only: the proxy must add its delay in each direction.
+    assert round_trip >= 0.1
+    assert end == b""
 
 
 @pytest.mark.stack
