@@ -79,6 +79,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -97,6 +98,7 @@ from stack.process import (
     ForegroundProcess,
     StackError,
     StartupError,
+    StartupTimeout,
     find_process,
     http_status,
     stop_process_tree,
@@ -104,7 +106,11 @@ from stack.process import (
 
 __all__ = ["CLIENT_METADATA", "OidcClient", "OidcLoginError", "OidcProvider", "find_node"]
 
+logger = logging.getLogger(__name__)
+
 COMPONENT = "OIDC provider"
+# A provider that stalls before it listens is killed and started once more.
+START_ATTEMPTS = 2
 PROVIDER_DIR = Path(__file__).resolve().parent / "oidc-provider"
 PROVIDER_SCRIPT = PROVIDER_DIR / "provider.mjs"
 
@@ -368,7 +374,8 @@ class OidcProvider:
         Raises:
             StartupError: the provider is already running from this run
                 directory, the port is in use, Node or the npm packages are
-                missing, or the provider did not serve its discovery document in time.
+                missing, or the provider did not serve its discovery document in
+                time in either of two starts.
         """
         running_pid = self.pid
         if running_pid is not None:
@@ -383,15 +390,26 @@ class OidcProvider:
             _write_private_json(self.users_path, {})
         _write_private_json(self.config_path, self._settings())
 
-        process = ForegroundProcess(
-            COMPONENT,
-            [node, str(PROVIDER_SCRIPT), str(self.config_path)],
-            log_path=self.log_path,
-            pid_path=self.pid_path,
-            cwd=self.run_dir,
-        )
-        process.start()
-        process.wait_ready(self._serves_discovery, timeout_seconds)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            process = ForegroundProcess(
+                COMPONENT,
+                [node, str(PROVIDER_SCRIPT), str(self.config_path)],
+                log_path=self.log_path,
+                pid_path=self.pid_path,
+                cwd=self.run_dir,
+            )
+            process.start()
+            try:
+                process.wait_ready(self._serves_discovery, timeout_seconds)
+                return
+            except StartupTimeout:
+                if attempt == START_ATTEMPTS:
+                    raise
+                # NOTE: in a full test run on a 2-core host, Node once stalled before it listened, for over
+                # 60 s with nothing in its log. The cause is not known, so a stalled start is tried once more.
+                logger.warning(
+                    "oidc.start_stalled timeout_seconds=%g log=%s, starting it again", timeout_seconds, self.log_path
+                )
 
     def stop(self, timeout_seconds: float = 10.0) -> None:
         """Stop the provider by its pid and wait until it exited. Clients, users and events stay.

@@ -81,6 +81,10 @@ class StartupError(ComponentError):
     action = "start"
 
 
+class StartupTimeout(StartupError):
+    """A component kept running but did not become ready in time; it was killed."""
+
+
 class StopError(ComponentError):
     """A stop command failed, or processes of a component survived SIGKILL."""
 
@@ -396,4 +400,4 @@ class ForegroundProcess:
             raise StartupError(self.component, f"the process exited with status {popen.returncode}", self.log_path)
         if not ready:
             stop_process_tree(self.component, popen.pid, stop_signal=signal.SIGKILL)
-            raise StartupError(self.component, f"not ready after {timeout_seconds:g} seconds", self.log_path)
+            raise StartupTimeout(self.component, f"not ready after {timeout_seconds:g} seconds", self.log_path)
