@@ -68,7 +68,6 @@ __all__ = [
     "for_each_account",
     "open_account_run",
     "raise_if_any_failed",
-    "registered_accounts",
     "rotate_sessions",
     "scoped_tokens",
 ]
@@ -107,11 +106,6 @@ class AccountsFailed(WardenError):
 def describe_error(exc: BaseException) -> str:
     """Return the message of a project error, or the type and message of any other exception."""
     return str(exc) if isinstance(exc, WardenError) else f"{type(exc).__name__}: {exc}"
-
-
-async def registered_accounts() -> list[str]:
-    """Return the names of every Warden Connector Account Block, sorted."""
-    return await registered_account_names()
 
 
 async def open_account_run(account: str) -> SyncRun:
@@ -308,7 +302,7 @@ async def rotate_sessions(
     # Installs the redaction filter on every handler, and JSON output when WARDEN_LOG_FORMAT=json.
     configure_logging(add_root_handler=False)
     run_logger = get_run_logger()
-    names = accounts if accounts is not None else await registered_accounts()
+    names = accounts if accounts is not None else await registered_account_names()
 
     async def work(account: str) -> RotationRow:
         return await _rotate_account(account, margin_seconds=margin_seconds, max_age_seconds=max_age_seconds)

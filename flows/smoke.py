@@ -37,6 +37,7 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from blocks.account import registered_account_names
 from flows.orchestration import retry_transient
 from flows.rotate import (
     DEFAULT_MAX_PARALLEL_ACCOUNTS,
@@ -44,7 +45,6 @@ from flows.rotate import (
     for_each_account,
     open_account_run,
     raise_if_any_failed,
-    registered_accounts,
     scoped_tokens,
 )
 from flows.sync import TASK_RETRIES, TASK_RETRY_DELAYS_SECONDS, issue_scoped_token
@@ -290,7 +290,7 @@ async def smoke_test_sessions(
     # Installs the redaction filter on every handler, and JSON output when WARDEN_LOG_FORMAT=json.
     configure_logging(add_root_handler=False)
     run_logger = get_run_logger()
-    names = accounts if accounts is not None else await registered_accounts()
+    names = accounts if accounts is not None else await registered_account_names()
 
     outcomes = await for_each_account(names, _smoke_account, _failed_row, max_parallel=max_parallel_accounts)
     rows = [row for row, _ in outcomes]

@@ -30,7 +30,7 @@ from blocks.account import registered_account_names
 from flows.sync import sync_and_summarize
 from warden.store import default_document_store
 
-__all__ = ["list_registered_accounts", "sync_all_accounts"]
+__all__ = ["sync_all_accounts"]
 
 DEFAULT_MAX_CONCURRENT_ACCOUNTS = 8
 # How long a deployment run of one account may take, from scheduling to its end, before it counts as failed.
@@ -50,11 +50,6 @@ SUMMARY_COLUMNS = (
     "browser_launches",
     "error",
 )
-
-
-async def list_registered_accounts() -> list[str]:
-    """Return the names of every Warden Connector Account Block on the Prefect server, sorted."""
-    return await registered_account_names()
 
 
 async def _sync_as_subflow(account: str) -> tuple[bool, dict[str, Any]]:
@@ -107,7 +102,7 @@ async def sync_all_accounts(
     if max_concurrent_accounts < 1:
         raise ValueError(f"max_concurrent_accounts must be at least 1, got {max_concurrent_accounts}")
     run_logger = get_run_logger()
-    names = sorted(set(accounts)) if accounts is not None else await list_registered_accounts()
+    names = sorted(set(accounts)) if accounts is not None else await registered_account_names()
     run_logger.info("sync_all.start accounts=%d deployment=%s", len(names), deployment or "subflows")
 
     gate = asyncio.Semaphore(max_concurrent_accounts)

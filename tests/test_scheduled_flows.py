@@ -189,7 +189,7 @@ async def second_rotation(first_rotation):
 @stack
 @pytest.mark.asyncio(loop_scope="session")
 async def test_registered_accounts_lists_blocks(accounts):
-    from flows.rotate import registered_accounts
+    from blocks.account import registered_account_names as registered_accounts
 
     names = await registered_accounts()
     assert {NEAR, FRESH} <= set(names)
