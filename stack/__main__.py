@@ -74,9 +74,10 @@ import shlex
 import signal
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 from pydantic import SecretStr
@@ -89,6 +90,8 @@ from stack.ports import LOOPBACK, is_port_free
 from stack.postgres import PostgresServer, find_postgres_bin_dir
 from stack.prefect_server import PrefectServer
 from stack.process import StackError, is_alive, read_pid, write_private
+
+ComponentT = TypeVar("ComponentT", OidcProvider, PostgresServer)
 
 STATE_FILE = "stack.json"
 ENV_FILE = "env"
@@ -224,6 +227,20 @@ def _redacted(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _reuse_or_start(current: ComponentT, replacement: Callable[[], ComponentT], label: str) -> tuple[ComponentT, str]:
+    """Start ``replacement()`` unless ``current`` runs; return the running component and "reused" or "started".
+
+    What is left of a stopped ``current``, such as a stale pid file, is cleaned up first.
+    """
+    if current.is_running():
+        return current, "reused"
+    current.stop()
+    started = replacement()
+    _progress(f"starting {label}")
+    started.start()
+    return started, "started"
+
+
 def _up_openbao(directory: StackDirectory, state: dict[str, Any]) -> ComponentReport:
     stored = state["components"].get("openbao", {})
     server = _openbao(directory, stored)
@@ -249,15 +266,12 @@ def _up_openbao(directory: StackDirectory, state: dict[str, Any]) -> ComponentRe
 
 def _up_oidc(directory: StackDirectory, state: dict[str, Any]) -> tuple[OidcProvider, str]:
     stored = state["components"].get("oidc", {})
-    provider = _oidc(directory, stored)
-    if provider.is_running():
-        action = "reused"
-    else:
-        provider.stop()
-        provider = OidcProvider(provider.run_dir, port=_port_if_free(stored, "port"))
-        _progress("starting the OIDC provider")
-        provider.start()
-        action = "started"
+    current = _oidc(directory, stored)
+    provider, action = _reuse_or_start(
+        current,
+        lambda: OidcProvider(current.run_dir, port=_port_if_free(stored, "port")),
+        "the OIDC provider",
+    )
     state["components"]["oidc"] = {
         "run_dir": str(provider.run_dir),
         "port": provider.port,
@@ -333,15 +347,10 @@ def _check_postgresql_installed() -> None:
 def _up_postgres(directory: StackDirectory, state: dict[str, Any]) -> tuple[PostgresServer, ComponentReport]:
     """Start or reuse the PostgreSQL cluster in ``DIR/postgres`` and create the stack's databases in it."""
     stored = state["components"].get("postgres", {})
-    server = _postgres(directory, stored)
-    if server.is_running():
-        action = "reused"
-    else:
-        server.stop()
-        server = PostgresServer(server.run_dir, port=_port_if_free(stored, "port"))
-        _progress("starting PostgreSQL")
-        server.start()
-        action = "started"
+    current = _postgres(directory, stored)
+    server, action = _reuse_or_start(
+        current, lambda: PostgresServer(current.run_dir, port=_port_if_free(stored, "port")), "PostgreSQL"
+    )
 
     for name in (PREFECT_DATABASE, STORE_DATABASE):
         server.create_database(name)
