@@ -283,15 +283,20 @@ async def test_unknown_account_names_the_fix(registered):
     assert "warden account add" in str(caught.value)
 
 
-def test_cli_sync_prints_json(second_sync):
-    result = subprocess.run(
+def run_cli_sync_json(**environment: str) -> subprocess.CompletedProcess:
+    """Run ``warden sync ACCOUNT --json`` in a subprocess, with no stack env file and ``environment`` added."""
+    return subprocess.run(
         [sys.executable, "-m", "warden.cli", "sync", ACCOUNT, "--json"],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=Path(__file__).resolve().parent.parent,
-        env={**os.environ, "WARDEN_STACK_DIR": "/nonexistent"},
+        env={**os.environ, "WARDEN_STACK_DIR": "/nonexistent", **environment},
     )
+
+
+def test_cli_sync_prints_json(second_sync):
+    result = run_cli_sync_json()
     assert result.returncode == 0, result.stderr
     output = json.loads(result.stdout.strip().splitlines()[-1])
     for key in (
@@ -672,14 +677,7 @@ async def test_no_secret_in_clear(
 
 
 def test_cli_sync_json_on_bad_setting(prefect_server):
-    result = subprocess.run(
-        [sys.executable, "-m", "warden.cli", "sync", ACCOUNT, "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).resolve().parent.parent,
-        env={**os.environ, "WARDEN_STACK_DIR": "/nonexistent", "WARDEN_LEASE_SECONDS": "5"},
-    )
+    result = run_cli_sync_json(WARDEN_LEASE_SECONDS="5")
 
     assert result.returncode == 1
     output = json.loads(result.stdout.strip().splitlines()[-1])
