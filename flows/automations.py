@@ -62,7 +62,7 @@ ACCOUNT_RESOURCE_PATTERN = "warden.account.*"
 DEFAULT_NOTIFICATION_BLOCK_TYPE = "custom-webhook"
 
 UNRESPONSIVE_RUNS = "warden-unresponsive-runs"
-# What workers set PREFECT_FLOWS_HEARTBEAT_FREQUENCY to; Prefect sends at most one heartbeat per 30 s.
+# The value of PREFECT_FLOWS_HEARTBEAT_FREQUENCY on workers. Prefect sends at most one heartbeat per 30 s.
 HEARTBEAT_SECONDS = 30
 # Three missed heartbeats: long enough that a worker busy with CPU-bound extraction is not taken for dead.
 UNRESPONSIVE_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS

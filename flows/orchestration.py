@@ -118,8 +118,8 @@ async def ensure_limit(name: str, slots: int, *, slot_decay_per_second: float | 
         return True
 
 
-def slot_refused(name: str, exc: ConcurrencySlotAcquisitionError) -> WardenError:
-    """Explain why the Prefect server gave no slot of the limit ``name``."""
+def slot_error(name: str, exc: ConcurrencySlotAcquisitionError) -> WardenError:
+    """Return the error that explains why the Prefect server gave no slot of the limit ``name``."""
     cause = exc.__cause__
     if isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code == 422:
         return ConfigError(
@@ -127,6 +127,7 @@ def slot_refused(name: str, exc: ConcurrencySlotAcquisitionError) -> WardenError
             f"({cause.response.text[:200]}). Its limit is probably 0: set it with "
             f"`prefect gcl update {name} --limit 1` or higher, or delete it to get the default."
         )
+    # Prefect's message, with strict=True, for a limit that does not exist.
     if "must be created" in str(exc):
         return TransientError(
             f"The concurrency limit '{name}' was deleted while this worker ran. The next sync creates it again."
@@ -137,12 +138,12 @@ def slot_refused(name: str, exc: ConcurrencySlotAcquisitionError) -> WardenError
 
 
 @contextmanager
-def explain_refused_slots(name: str) -> Iterator[None]:
-    """Turn Prefect's refusal of a slot of ``name`` into a ConfigError or TransientError with the cause and the fix."""
+def explain_slot_errors(name: str) -> Iterator[None]:
+    """Raise a failed request for a slot of ``name`` as a ConfigError or TransientError with the cause and the fix."""
     try:
         yield
     except ConcurrencySlotAcquisitionError as exc:
-        raise slot_refused(name, exc) from exc
+        raise slot_error(name, exc) from exc
 
 
 class PrefectLimits:
@@ -175,7 +176,7 @@ class PrefectLimits:
     @asynccontextmanager
     async def browser_slot(self) -> AsyncIterator[None]:
         await self._ensure(BROWSER_LIMIT, DEFAULT_BROWSER_SLOTS)
-        with explain_refused_slots(BROWSER_LIMIT):
+        with explain_slot_errors(BROWSER_LIMIT):
             async with concurrency(BROWSER_LIMIT, occupy=1, lease_duration=lease_seconds(), strict=True):
                 yield
 
@@ -183,7 +184,7 @@ class PrefectLimits:
     async def site_slot(self, site: str) -> AsyncIterator[None]:
         name = site_limit_name(site)
         await self._ensure(name, DEFAULT_SITE_SLOTS)
-        with explain_refused_slots(name):
+        with explain_slot_errors(name):
             async with concurrency(name, occupy=1, lease_duration=lease_seconds(), strict=True):
                 yield
 
@@ -200,7 +201,7 @@ class PrefectLimits:
         name = site_rate_limit_name(site)
         await self._ensure_rate_limit(name, site)
         try:
-            with explain_refused_slots(name):
+            with explain_slot_errors(name):
                 await rate_limit(name, occupy=1, timeout_seconds=timeout_seconds, strict=True)
         except TimeoutError as exc:
             raise TransientError(
@@ -220,7 +221,7 @@ async def account_lock(account: str) -> AsyncIterator[None]:
     name = f"account-{account}"
     await ensure_limit(name, 1)
     try:
-        with explain_refused_slots(name):
+        with explain_slot_errors(name):
             async with concurrency(
                 name,
                 occupy=1,

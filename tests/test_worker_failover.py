@@ -7,10 +7,10 @@ stored part of a mailbox, its whole process group is killed, as when its host
 goes down. The other worker finishes its own accounts. A third worker then runs
 the next batch over all six accounts, as the next scheduled run would.
 
-The workers take their slots with a lease of ``LEASE_SECONDS`` (the shortest
-Prefect accepts), so the dead worker's account lock and site slot free within
-about a minute, and the test checks that they do, and that every mailbox ends
-up stored exactly once.
+The workers take their slots with a lease of ``LEASE_SECONDS``, the shortest
+Prefect accepts, so the dead worker's account lock and site slot free within
+about a minute. The test checks that they do, and that every mailbox ends up
+stored exactly once.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ forked worker, like a plain one:
 * extracts one attachment and exits, so no state passes from one file to the next.
 
 The server leaves an exited worker as a zombie until the parent requests that it
-reap it, so the parent can kill the worker's process group without the risk that its
-id was reused, as with a child of its own.
+reap it. Until then the worker's process group id cannot be reused, so the parent
+can kill the group safely, as with a child of its own.
 
 Protocol, on a ``SOCK_SEQPACKET`` socket pair, one JSON object per message:
 
