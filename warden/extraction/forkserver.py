@@ -21,10 +21,10 @@ Protocol, on a ``SOCK_SEQPACKET`` socket pair, one JSON object per message:
 
 * server to parent, once: ``{"ready": true, "vm_size_kib": N}``;
 * parent to server: ``{"spawn": ID, "work_dir": PATH}`` with three file
-  descriptors, the worker's stdin, stdout and stderr; the server answers
+  descriptors, the worker's stdin, stdout and stderr; the server replies
   ``{"spawn": ID, "pid": PID}`` or ``{"spawn": ID, "errno": N}``;
 * server to parent: ``{"exited": PID}`` when a worker exits;
-* parent to server: ``{"reap": PID}``; the server answers
+* parent to server: ``{"reap": PID}``; the server replies
   ``{"reaped": PID, "returncode": N, "maxrss_kib": N}``.
 
 When the parent closes its end, the server kills the process groups of the
