@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +67,17 @@ def test_closed_server_kills_workers(server: ForkServer, tmp_path: Path) -> None
     assert not psutil.pid_exists(worker.pid) or psutil.Process(worker.pid).status() == psutil.STATUS_ZOMBIE
     for stream in (worker.stdin, worker.stdout, worker.stderr):
         stream.close()
+
+
+def test_kill_all_ends_ungrouped_worker() -> None:
+    # A worker forked a moment ago may still be in the server's process group.
+    worker = subprocess.Popen(["sleep", "60"])
+    server_loop = forkserver._Server(control=None)
+    server_loop.running.add(worker.pid)
+
+    server_loop.kill_all()
+
+    assert not psutil.pid_exists(worker.pid)
 
 
 def test_dead_server_reap_raises(server: ForkServer, tmp_path: Path) -> None:

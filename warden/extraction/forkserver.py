@@ -27,8 +27,8 @@ Protocol, on a ``SOCK_SEQPACKET`` socket pair, one JSON object per message:
 * parent to server: ``{"reap": PID}``; the server replies
   ``{"reaped": PID, "returncode": N, "maxrss_kib": N}``.
 
-When the parent closes its end, the server kills the process groups of the
-workers that still run and exits.
+When the parent closes its end, the server kills the workers that still run,
+with their process groups, and exits.
 """
 
 from __future__ import annotations
@@ -454,8 +454,12 @@ class _Server:
 
     def kill_all(self) -> None:
         for pid in self.running | self.exited:
+            # Killing the group ends the tools a worker started. The worker is
+            # killed by pid too, because it may not have made its own group yet.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
 
