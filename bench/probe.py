@@ -140,11 +140,24 @@ def _browser_child_main() -> int:
     # Summing psutil samples of a process group instead misses the crash handlers (they start their own
     # sessions) and whatever a helper used between the last sample and its exit.
     _become_child_subreaper()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    interrupted = False
+
+    def interrupt(number: int, frame: object) -> None:
+        nonlocal interrupted
+        interrupted = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         result = _run_browser_check(json.loads(sys.stdin.read()))
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        # Ctrl-C also stops Playwright's driver, and Playwright then raises its own error instead.
+        if interrupted:
+            return 130
+        raise
     finally:
         # After a failure, helpers may still run; they are this process's children now and must not outlive
         # it. A second Ctrl-C (the parent forwards one) must not cut this short.
@@ -222,6 +235,9 @@ async def measure_browser_check(state: SessionState, base_url: str, chromium_pat
         await asyncio.to_thread(stop_process_tree, "browser check", process.pid, stop_signal=signal.SIGINT)
         raise
 
+    if process.returncode in (130, -signal.SIGINT):
+        # The child saw Ctrl-C before this process did.
+        raise KeyboardInterrupt
     if process.returncode != 0:
         raise BenchmarkFailed(
             f"The browser check exited with status {process.returncode}. Its errors are on stderr above."

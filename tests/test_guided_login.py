@@ -312,11 +312,14 @@ async def test_prefect_ui_form_resumes_run(guided, prefect_server):
             await dialog.get_by_text("needs a person to log in").wait_for()
             assert "warden login gl-code" in await dialog.inner_text()
             await dialog.locator("textarea").first.fill("123456")
-            await dialog.get_by_role("button", name="Submit").click()
-            await page.get_by_text("Flow run resumed").first.wait_for()
+            # The server's reply, not the UI's toast, which disappears after a few seconds.
+            async with page.expect_response(lambda response: response.url.endswith("/resume")) as resumed:
+                await dialog.get_by_role("button", name="Submit").click()
+            resume_response = await resumed.value
         finally:
             await browser.close()
 
+    assert resume_response.ok
     assert resume_bodies == [{"run_input": {"one_time_code": "123456"}}]
     assert not (await read_flow_run(flow_run_id)).state.is_paused()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.latency import LatencyProxy
-from bench.scale import peak_concurrency, peak_per_second
+from bench.scale import peak_concurrency, peak_per_second, stop_workers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXPECTED_KEYS = {
@@ -159,8 +158,7 @@ async def test_fan_out_through_deployment(prefect_server, tmp_path, monkeypatch)
             accounts=["scale-missing-c"], deployment="connector-sync/fan-out-test", account_timeout_seconds=120
         )
     finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=30)
+        stop_workers([server])
         get_settings.cache_clear()
 
     assert len(rows) == 1
