@@ -205,9 +205,12 @@ async def connector_sync(account: str, route_with_roster: str | None = None) -> 
                 documents=documents,
                 events=PrefectEventSink(),
                 limiter=PrefectLimits(),
+                store_run_id=store_run_id,
             )
             launches_before = run.browser_pool.launches
             try:
+                # Bookkeeping, not a task: it rarely finds anything, and then it logs and emits an event.
+                summary.abandoned_runs = len(await asyncio.to_thread(steps.take_over, run))
                 await _run_steps(run, summary)
             finally:
                 summary.tokens_issued = len(run.ledger)
@@ -222,7 +225,9 @@ async def connector_sync(account: str, route_with_roster: str | None = None) -> 
             summary.error += await _hand_over_to_guided_login(account, summary.error, run_logger)
     finally:
         _fill_counts(summary, run, documents, failed=failure is not None)
-        summary.tokens_revoked = sum(1 for proof in proofs if proof.proven)
+        abandoned_proofs = run.abandoned_proofs if run is not None else []
+        summary.abandoned_tokens_revoked = sum(1 for proof in abandoned_proofs if proof.proven)
+        summary.tokens_revoked = sum(1 for proof in proofs if proof.proven) - summary.abandoned_tokens_revoked
         state = "failed" if failure is not None else "completed"
         documents.finish_run(store_run_id, state=state, summary=summary.model_dump(mode="json"))
         await _publish_artifacts(summary, proofs)

@@ -48,6 +48,8 @@ SUMMARY_COLUMNS = (
     "attachments_pending",
     "failed",
     "browser_launches",
+    "abandoned_runs",
+    "abandoned_tokens_revoked",
     "error",
 )
 

@@ -82,7 +82,7 @@ def worker(deployed, tmp_path: Path) -> Iterator[subprocess.Popen]:
     try:
         yield process
     finally:
-        # NOTE: on a loaded host, a Prefect worker has taken over 15 s to exit after SIGINT; it is killed after 20 s.
+        # NOTE: On a loaded host a Prefect worker took over 15 s to exit after SIGINT, so it gets 20 s before SIGKILL.
         stop_workers([process])
 
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import create_engine, inspect, select, text
 
+from warden.credentials.tokens import IssuedToken
 from warden.errors import ConfigError
 from warden.store import DocumentStore, MessageRecord, migrations
 
@@ -143,6 +144,22 @@ def test_two_processes_migrate_new_store(store_url):
     assert recorded_versions(store_url) == [migration.version for migration in migrations.MIGRATIONS]
 
 
+def test_version_two_store_gets_journal(store, store_url):
+    store.close()
+    engine = create_engine(store_url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE issued_tokens"))
+        connection.execute(text("DELETE FROM schema_version WHERE version = 3"))
+    engine.dispose()
+
+    reopened = DocumentStore(store_url)
+    try:
+        assert inspect(reopened._engine).has_table("issued_tokens")
+    finally:
+        reopened.close()
+    assert recorded_versions(store_url) == [migration.version for migration in migrations.MIGRATIONS]
+
+
 def test_store_of_earlier_release_upgraded(tmp_path):
     """A SQLite store created before versioned migrations: no schema_version, sessions without two columns."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
@@ -259,6 +276,55 @@ def test_runs_recorded_per_account(store):
     assert runs["alice"]["state"] == "completed"
     assert runs["alice"]["summary"] == {"messages_seen": 3}
     assert runs["bob"]["id"] == other
-    assert runs["bob"]["state"] == "running"
+    assert runs["bob"]["state"] == "waiting"
     assert store.run_by_flow_run_id("flow-run-1")["summary"] == {"error": "timed out"}
     assert store.run_by_flow_run_id("missing") is None
+
+
+def test_take_over_abandons_running_runs(store):
+    dead = store.start_run("alice", "flow-run-dead")
+    assert store.take_over_runs("alice", dead) == []
+    store.start_run("alice", "flow-run-waiting")
+    other = store.start_run("bob", None)
+    store.take_over_runs("bob", other)
+    successor = store.start_run("alice", "flow-run-next")
+
+    assert store.take_over_runs("alice", successor) == [dead]
+
+    abandoned = store.run_by_flow_run_id("flow-run-dead")
+    assert abandoned["state"] == "abandoned"
+    assert abandoned["finished_at"] is not None
+    assert f"run {successor} took over" in abandoned["summary"]["error"]
+    assert store.run_by_flow_run_id("flow-run-waiting")["state"] == "waiting"
+    assert store.run_by_flow_run_id("flow-run-next")["state"] == "running"
+    assert store.last_runs()["bob"]["state"] == "running"
+
+
+def journal_entry(accessor: str, account: str = "alice") -> IssuedToken:
+    issued_at = datetime.now(UTC)
+    expires_at = issued_at + timedelta(minutes=5)
+    return IssuedToken(accessor=accessor, account=account, action="probe", issued_at=issued_at, expires_at=expires_at)
+
+
+def test_token_journal_lists_unrevoked(store):
+    dead = store.start_run("alice", None)
+    store.take_over_runs("alice", dead)
+    for accessor in ("acc-1", "acc-2"):
+        store.record_token(dead, journal_entry(accessor))
+    bob_run = store.start_run("bob", None)
+    store.record_token(bob_run, journal_entry("acc-bob", account="bob"))
+    store.finish_run(bob_run, state="failed", summary={})
+
+    # A running run still owns its tokens: its own wipe revokes them.
+    assert store.unrevoked_tokens("alice") == []
+
+    store.take_over_runs("alice", store.start_run("alice", None))
+    store.record_revocation("acc-1", datetime.now(UTC))
+
+    left = store.unrevoked_tokens("alice")
+    assert [token.accessor for token in left] == ["acc-2"]
+    assert left[0].expires_at.tzinfo is not None
+    assert [token.accessor for token in store.unrevoked_tokens("bob")] == ["acc-bob"]
+
+    store.record_revocation("acc-2", datetime.now(UTC))
+    assert store.unrevoked_tokens("alice") == []

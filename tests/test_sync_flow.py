@@ -240,6 +240,37 @@ async def test_rerun_stores_no_duplicates(second_sync, registered):
 
 
 @pytest.mark.asyncio(loop_scope="session")
+async def test_next_sync_revokes_abandoned_tokens(second_sync, registered):
+    from flows.sync import connector_sync, load_account
+    from warden import steps
+    from warden.credentials.policies import Action
+    from warden.credentials.vault import VaultClient
+    from warden.run import SyncRun
+    from warden.store import default_document_store
+
+    # A run whose worker dies after it issued two tokens: it never wipes.
+    store = default_document_store()
+    config, vault_block = await load_account(ACCOUNT)
+    dead_run_id = store.start_run(ACCOUNT, "dead-worker-run")
+    store.take_over_runs(ACCOUNT, dead_run_id)
+    dead = SyncRun(config, vault=VaultClient(vault_block.settings()), documents=store, store_run_id=dead_run_id)
+    issued = [steps.issue_token(dead, Action.PROBE), steps.issue_token(dead, Action.FETCH)]
+    accessors = [wrapped.accessor for wrapped in issued] + [dead.vault.runner_accessor]
+
+    summary = await connector_sync(ACCOUNT)
+
+    assert summary.abandoned_runs == 1
+    assert summary.abandoned_tokens_revoked == 3
+    assert summary.tokens_revoked == summary.tokens_issued
+    for accessor in accessors:
+        with pytest.raises(hvac.exceptions.InvalidRequest):
+            registered["admin"].auth.token.lookup_accessor(accessor)
+    assert store.unrevoked_tokens(ACCOUNT) == []
+    assert store.run_by_flow_run_id("dead-worker-run")["state"] == "abandoned"
+    assert store.last_runs()[ACCOUNT]["state"] == "completed"
+
+
+@pytest.mark.asyncio(loop_scope="session")
 async def test_flow_run_has_six_tasks(first_sync):
     flow_run_id = first_sync.run_url.rsplit("/", 1)[-1]
     task_runs = await settled_task_runs(flow_run_id)

@@ -10,7 +10,8 @@ the next batch over all six accounts, as the next scheduled run would.
 The workers take their slots with a lease of ``LEASE_SECONDS``, the shortest
 Prefect accepts, so the dead worker's account lock and site slot free within
 about a minute. The test checks that they do, and that every mailbox ends up
-stored exactly once.
+stored exactly once, and that the next sync of the interrupted account revokes
+the tokens the dead worker left.
 """
 
 from __future__ import annotations
@@ -227,6 +228,7 @@ def test_killed_worker_accounts_finish_on_next_run(bench_stack: BenchStack, post
     try:
         counts = {account: store.message_count(account) for account in accounts}
         pending = store.pending_counts()
+        unrevoked = {account: store.unrevoked_tokens(account) for account in accounts}
     finally:
         store.close()
     assert counts == dict.fromkeys(accounts, message_count)
@@ -235,3 +237,11 @@ def test_killed_worker_accounts_finish_on_next_run(bench_stack: BenchStack, post
     expected_new = {account: message_count - stored_at_kill.get(account, message_count) for account in accounts}
     assert 0 < expected_new[interrupted] < message_count
     assert new_messages == expected_new
+
+    # The interrupted account's next sync closed the dead run and revoked what it had issued:
+    # at least its login token and one per-action token, each proven by a failed lookup.
+    abandoned = {row["account"]: row["abandoned_runs"] for row in next_rows}
+    assert abandoned == {account: int(account == interrupted) for account in accounts}
+    revoked = {row["account"]: row["abandoned_tokens_revoked"] for row in next_rows}
+    assert revoked[interrupted] >= 2
+    assert unrevoked == dict.fromkeys(accounts, [])

@@ -28,6 +28,7 @@ class EventName(StrEnum):
     ACCESS_PATH_UNAVAILABLE = "warden.access_path.unavailable"
     TOKEN_ISSUED = "warden.token.issued"
     TOKEN_REVOKED = "warden.token.revoked"
+    RUN_ABANDONED = "warden.run.abandoned"
     REVOCATION_UNPROVEN = "warden.revocation.unproven"
     BROWSER_CRASHED = "warden.browser.crashed"
     BROWSER_BUDGET_EXCEEDED = "warden.browser.budget_exceeded"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from pydantic import BaseModel, Field
@@ -22,7 +22,7 @@ from warden.connectors.http import request_gate
 from warden.connectors.registry import build_api_connector, build_connector
 from warden.credentials.oauth import AccessToken
 from warden.credentials.policies import Action
-from warden.credentials.tokens import RevocationProof, ScopedToken, TokenLedger, WrappedToken
+from warden.credentials.tokens import IssuedToken, RevocationProof, ScopedToken, TokenLedger, WrappedToken, utc_now
 from warden.credentials.vault import VaultClient
 from warden.events import EventName, EventSink, LoggingSink, WardenEvent
 from warden.sessions.browser import BrowserPool, get_browser_pool
@@ -31,6 +31,8 @@ from warden.store import DocumentStore
 
 # A token with less than this left is replaced before use, so no vault request fails on its expiry.
 TOKEN_RENEW_MARGIN_SECONDS = 10.0
+# The action under which the token journal records the runner's own AppRole login token.
+RUNNER_LOGIN_ACTION = "runner-login"
 
 __all__ = ["ExtractOutcome", "FetchOutcome", "Limiter", "NoLimits", "SyncRun", "SyncSummary"]
 
@@ -81,6 +83,10 @@ class SyncSummary(BaseModel):
     run_url: str | None = None
     tokens_issued: int = 0
     tokens_revoked: int = 0
+    abandoned_runs: int = Field(default=0, description="Runs of this account whose worker died, closed by this run.")
+    abandoned_tokens_revoked: int = Field(
+        default=0, description="Tokens that earlier runs left unrevoked, revoked and proven by this run."
+    )
     browser_launches: int = 0
     rescheduled_for: datetime | None = Field(
         default=None, description="When the rest of a fetch the site throttled for long will run."
@@ -129,6 +135,7 @@ class SyncRun:
         events: EventSink | None = None,
         limiter: Limiter | None = None,
         browser_pool: BrowserPool | None = None,
+        store_run_id: int | None = None,
     ) -> None:
         self.account = account
         self.vault = vault
@@ -136,7 +143,16 @@ class SyncRun:
         self.events = events or LoggingSink()
         self.limiter = limiter or NoLimits()
         self.browser_pool = browser_pool or get_browser_pool()
-        self.ledger = TokenLedger()
+        # With a run in the store, every token is journaled there too, so a later run can revoke
+        # what this one leaves behind if its worker dies.
+        self.store_run_id = store_run_id
+        if store_run_id is None:
+            self.ledger = TokenLedger()
+        else:
+            self.ledger = TokenLedger(on_issued=self._journal_token)
+            vault.on_login = self._journal_login
+        # Proofs for tokens that runs whose worker died left unrevoked, revoked when this run took over.
+        self.abandoned_proofs: list[RevocationProof] = []
         self.sessions = SessionStore(documents, vault, account.paths)
         self.connector = build_connector(account)
         self.probe_result: ProbeResult | None = None
@@ -166,6 +182,35 @@ class SyncRun:
         async with self.limiter.site_slot(site):
             with request_gate(gate):
                 yield
+
+    def _journal_token(self, token: IssuedToken) -> None:
+        assert self.store_run_id is not None
+        self.documents.record_token(self.store_run_id, token)
+
+    def _journal_login(self, accessor: str, ttl_seconds: int) -> None:
+        issued_at = utc_now()
+        self._journal_token(
+            IssuedToken(
+                accessor=accessor,
+                account=self.account.name,
+                action=RUNNER_LOGIN_ACTION,
+                issued_at=issued_at,
+                expires_at=issued_at + timedelta(seconds=ttl_seconds),
+            )
+        )
+
+    def journal_revocations(self, proofs: list[RevocationProof]) -> None:
+        """Record each proven revocation in the token journal, when this run keeps one."""
+        if self.store_run_id is None:
+            return
+        for proof in proofs:
+            if proof.proven and proof.revoked_at is not None:
+                self.documents.record_revocation(proof.accessor, proof.revoked_at)
+
+    def journal_logout(self, accessor: str) -> None:
+        """Record that the vault accepted the revocation of the runner's own login token."""
+        if self.store_run_id is not None:
+            self.documents.record_revocation(accessor, utc_now())
 
     def emit(self, name: EventName, **payload: object) -> None:
         self.events.emit(WardenEvent(name=name, account=self.account.name, payload=dict(payload)))

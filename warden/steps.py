@@ -77,6 +77,43 @@ def _forecast(run: SyncRun, state: SessionState, last_valid_at: datetime | None)
     )
 
 
+# -- take over ------------------------------------------------------------------
+
+
+def take_over(run: SyncRun) -> list[int]:
+    """Close the account's runs whose worker died, revoke the tokens the journal shows unrevoked, return the runs' ids.
+
+    Call it while holding the account's lock. The proofs go to ``run.abandoned_proofs``,
+    which the wipe reports with the run's own; an unproven one fails the run there.
+    """
+    if run.store_run_id is None:
+        return []
+    abandoned = run.documents.take_over_runs(run.account.name, run.store_run_id)
+    # Tokens of abandoned runs, and of earlier runs whose wipe could not prove a revocation.
+    leftovers = run.documents.unrevoked_tokens(run.account.name)
+    if not abandoned and not leftovers:
+        return []
+
+    proofs = [run.vault.revoke_and_prove(token) for token in leftovers]
+    run.journal_revocations(proofs)
+    run.abandoned_proofs = proofs
+    proven = sum(1 for proof in proofs if proof.proven)
+    logger.warning(
+        "sync.took_over account=%s abandoned_runs=%s tokens_left=%d tokens_revoked=%d",
+        run.account.name,
+        ",".join(str(run_id) for run_id in abandoned) or "none",
+        len(leftovers),
+        proven,
+    )
+    run.emit(
+        EventName.RUN_ABANDONED,
+        abandoned_runs=",".join(str(run_id) for run_id in abandoned),
+        tokens_left=len(leftovers),
+        tokens_revoked=proven,
+    )
+    return abandoned
+
+
 # -- issue ----------------------------------------------------------------------
 
 
@@ -444,11 +481,18 @@ async def extract(run: SyncRun, settings: ExtractionSettings | None = None) -> E
 
 
 def wipe(run: SyncRun) -> list[RevocationProof]:
-    """Revoke every token the run issued and prove each revocation; raise if any is unproven."""
-    # Provider revocations of OAuth access tokens happened after each fetch; they are reported here too.
-    proofs = [*run.oauth_proofs, *(run.vault.revoke_and_prove(wrapped) for wrapped in run.ledger.issued())]
+    """Revoke every token the run issued and prove each revocation; raise if any is unproven.
+
+    The proofs of the OAuth access tokens revoked at the provider after each fetch,
+    and of the tokens revoked when the run took over abandoned runs, are reported too.
+    """
+    own_proofs = [run.vault.revoke_and_prove(wrapped) for wrapped in run.ledger.issued()]
+    run.journal_revocations(own_proofs)
     run.ledger.drop_secrets()
-    run.vault.logout()
+    runner_accessor = run.vault.runner_accessor
+    if run.vault.logout() and runner_accessor is not None:
+        run.journal_logout(runner_accessor)
+    proofs = [*run.abandoned_proofs, *run.oauth_proofs, *own_proofs]
     run.proofs = proofs
 
     for proof in proofs:

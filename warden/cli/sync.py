@@ -33,11 +33,16 @@ OPTIONAL_FIELDS = (
     "tokens_issued",
     "tokens_revoked",
     "browser_launches",
+    "abandoned_runs",
+    "abandoned_tokens_revoked",
     "paths_unavailable",
     "rescheduled_for",
     "rescheduled_run_url",
     "error",
 )
+
+# Shown in the table only when a run took over from a worker that died.
+TAKEOVER_FIELDS = ("abandoned_runs", "abandoned_tokens_revoked")
 
 
 def summary_row(summary: dict[str, Any]) -> dict[str, Any]:
@@ -51,6 +56,8 @@ def print_summary_table(summary: dict[str, Any]) -> None:
     table.add_column("value")
     for field, value in summary_row(summary).items():
         if field in ("account", "run_url", "error") or value is None or value == []:
+            continue
+        if field in TAKEOVER_FIELDS and not value:
             continue
         if isinstance(value, list):
             value = "; ".join(map(str, value))

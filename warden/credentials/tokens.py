@@ -8,15 +8,28 @@ artifacts and the wipe use the accessor instead.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-__all__ = ["RevocationProof", "ScopedToken", "TokenLedger", "WrappedToken"]
+__all__ = ["IssuedToken", "RevocationProof", "ScopedToken", "TokenLedger", "WrappedToken"]
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class IssuedToken(BaseModel):
+    """A vault token as the token journal records it: enough to revoke it by accessor, no secret."""
+
+    model_config = ConfigDict(frozen=True)
+
+    accessor: str
+    account: str
+    action: str
+    issued_at: datetime
+    expires_at: datetime
 
 
 class WrappedToken(BaseModel):
@@ -32,6 +45,16 @@ class WrappedToken(BaseModel):
     issued_at: datetime
     expires_at: datetime = Field(description="When the child token expires, whether used or not.")
     num_uses: int
+
+    def issued(self) -> IssuedToken:
+        """Return the journal's record of this token."""
+        return IssuedToken(
+            accessor=self.accessor,
+            account=self.account,
+            action=self.action,
+            issued_at=self.issued_at,
+            expires_at=self.expires_at,
+        )
 
 
 class ScopedToken(BaseModel):
@@ -72,16 +95,22 @@ class TokenLedger:
     tasks, and every task of a run must record into the same ledger. Unwrapped
     tokens are kept here so a retried task reuses its token instead of
     unwrapping a single-use wrapping token twice.
+
+    ``on_issued`` is called with each new token after the ledger recorded it,
+    so that a durable journal can revoke the tokens of a run whose worker died.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_issued: Callable[[IssuedToken], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._issued: dict[str, WrappedToken] = {}
         self._unwrapped: dict[str, ScopedToken] = {}
+        self._on_issued = on_issued
 
     def record_issued(self, wrapped: WrappedToken) -> None:
         with self._lock:
             self._issued[wrapped.accessor] = wrapped
+        if self._on_issued is not None:
+            self._on_issued(wrapped.issued())
 
     def record_unwrapped(self, token: ScopedToken, *, for_accessor: str | None = None) -> None:
         """Keep an unwrapped token; ``for_accessor`` files a renewed token under the accessor it replaces."""

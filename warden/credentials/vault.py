@@ -21,7 +21,7 @@ import base64
 import hashlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,7 +33,7 @@ from pydantic import SecretStr
 
 from warden.credentials.policies import TOKEN_ROLE, AccountPaths, Action, action_policy_name, rule_for
 from warden.credentials.redaction import register_secret
-from warden.credentials.tokens import RevocationProof, ScopedToken, WrappedToken, utc_now
+from warden.credentials.tokens import IssuedToken, RevocationProof, ScopedToken, WrappedToken, utc_now
 from warden.errors import (
     BugError,
     ConfigError,
@@ -82,6 +82,13 @@ class VaultClient:
         self._settings = settings
         self._runner: hvac.Client | None = None
         self._runner_accessor: str | None = None
+        # Called with the login token's accessor and TTL in seconds, so a journal can revoke it if the worker dies.
+        self.on_login: Callable[[str, int], None] | None = None
+
+    @property
+    def runner_accessor(self) -> str | None:
+        """The accessor of the runner's login token, once logged in."""
+        return self._runner_accessor
 
     # -- runner identity ------------------------------------------------------
 
@@ -125,6 +132,8 @@ class VaultClient:
             self._runner_accessor,
             response["auth"]["lease_duration"],
         )
+        if self.on_login is not None:
+            self.on_login(self._runner_accessor, int(response["auth"]["lease_duration"]))
 
     def _unwrap_secret_id(self, wrapped: SecretStr) -> SecretStr:
         """Unwrap a response-wrapped AppRole secret id (``sys/wrapping/unwrap``), once per process."""
@@ -161,17 +170,19 @@ class VaultClient:
         assert self._runner is not None
         return self._runner
 
-    def logout(self) -> None:
-        """Revoke the runner's own token (``auth/token/revoke-self``)."""
+    def logout(self) -> bool:
+        """Revoke the runner's own token (``auth/token/revoke-self``); return whether the vault accepted it."""
         if self._runner is None:
-            return
+            return False
 
         try:
             self._runner.auth.token.revoke_self()
             logger.info("vault.logout accessor=%s", self._runner_accessor)
+            return True
         except (hvac.exceptions.VaultError, requests.RequestException) as exc:
             # The runner token expires on its own TTL; the scoped tokens were proven revoked already.
             logger.warning("vault.logout_failed accessor=%s error=%s", self._runner_accessor, type(exc).__name__)
+            return False
         finally:
             self._runner = None
 
@@ -390,8 +401,8 @@ class VaultClient:
 
     # -- wipe ----------------------------------------------------------------
 
-    def revoke_and_prove(self, wrapped: WrappedToken) -> RevocationProof:
-        """Revoke a child token by accessor, then prove it: its lookup must fail.
+    def revoke_and_prove(self, wrapped: WrappedToken | IssuedToken) -> RevocationProof:
+        """Revoke a token by accessor, then prove it: its lookup must fail.
 
         Never raises for the expected failures: a refused revocation or a
         lookup that still succeeds is returned as ``proven=False`` with the

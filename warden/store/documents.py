@@ -1,4 +1,4 @@
-"""The document store: messages, attachments, extraction results, cursors, sessions and runs.
+"""The document store: messages, attachments, extraction results, cursors, sessions, runs and tokens.
 
 One :class:`DocumentStore` per process; it is safe to share between threads.
 Every write is idempotent: saving the same message twice keeps one row, and
@@ -27,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from warden.credentials.tokens import IssuedToken
 from warden.errors import BugError, ConfigError, TransientError
 from warden.store import migrations, schema
 
@@ -460,12 +461,45 @@ class DocumentStore:
     # -- runs ----------------------------------------------------------------
 
     def start_run(self, account: str, flow_run_id: str | None) -> int:
+        """Record a run that waits for the account's lock; return its id."""
         with self._transaction() as connection:
             return connection.execute(
                 schema.runs.insert().values(
-                    account=account, flow_run_id=flow_run_id, started_at=utc_now(), state="running"
+                    account=account, flow_run_id=flow_run_id, started_at=utc_now(), state="waiting"
                 )
             ).inserted_primary_key[0]
+
+    def take_over_runs(self, account: str, run_id: int) -> list[int]:
+        """Mark run ``run_id`` running and the account's other running runs abandoned; return the abandoned ids.
+
+        Call it while holding the account's lock. Only one run holds the lock, so
+        another run still marked running lost its worker before it could finish.
+        """
+        with self._transaction() as connection:
+            abandoned = list(
+                connection.execute(
+                    select(schema.runs.c.id).where(
+                        schema.runs.c.account == account,
+                        schema.runs.c.state == "running",
+                        schema.runs.c.id != run_id,
+                    )
+                ).scalars()
+            )
+            if abandoned:
+                connection.execute(
+                    update(schema.runs)
+                    .where(schema.runs.c.id.in_(abandoned))
+                    .values(
+                        finished_at=utc_now(),
+                        state="abandoned",
+                        summary={
+                            "account": account,
+                            "error": f"The worker of this run stopped before it finished; run {run_id} took over.",
+                        },
+                    )
+                )
+            connection.execute(update(schema.runs).where(schema.runs.c.id == run_id).values(state="running"))
+        return abandoned
 
     def finish_run(self, run_id: int, *, state: str, summary: dict[str, Any]) -> None:
         with self._transaction() as connection:
@@ -500,3 +534,45 @@ class DocumentStore:
         )
         with self._engine.connect() as connection:
             return {account: count for account, count in connection.execute(query)}
+
+    # -- the token journal ---------------------------------------------------
+
+    def record_token(self, run_id: int, token: IssuedToken) -> None:
+        """Record a token that run ``run_id`` issued, before anything uses it."""
+        with self._transaction() as connection:
+            connection.execute(
+                schema.issued_tokens.insert().values(run_id=run_id, **token.model_dump(), revoked_at=None)
+            )
+
+    def record_revocation(self, accessor: str, revoked_at: datetime) -> None:
+        """Record that the revocation of the token with ``accessor`` was proven."""
+        with self._transaction() as connection:
+            connection.execute(
+                update(schema.issued_tokens)
+                .where(schema.issued_tokens.c.accessor == accessor)
+                .values(revoked_at=revoked_at)
+            )
+
+    def unrevoked_tokens(self, account: str) -> list[IssuedToken]:
+        """Return the account's tokens without a proven revocation whose run no longer waits or runs."""
+        query = (
+            select(schema.issued_tokens)
+            .join(schema.runs, schema.runs.c.id == schema.issued_tokens.c.run_id)
+            .where(
+                schema.issued_tokens.c.account == account,
+                schema.issued_tokens.c.revoked_at.is_(None),
+                schema.runs.c.state.not_in(("waiting", "running")),
+            )
+            .order_by(schema.issued_tokens.c.issued_at)
+        )
+        with self._engine.connect() as connection:
+            return [
+                IssuedToken(
+                    accessor=row.accessor,
+                    account=row.account,
+                    action=row.action,
+                    issued_at=_aware(row.issued_at),
+                    expires_at=_aware(row.expires_at),
+                )
+                for row in connection.execute(query)
+            ]

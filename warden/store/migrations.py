@@ -13,7 +13,8 @@ schema:
 
 Step 1 creates the tables with ``CREATE TABLE IF NOT EXISTS``, and step 2 adds
 the nullable columns that older releases lacked, so a database written before
-this module existed (without ``schema_version``) is upgraded in place.
+this module existed (without ``schema_version``) is upgraded in place. Step 3
+adds the token journal, ``issued_tokens``, to stores created before it existed.
 
 A new step is a function taking a :class:`~sqlalchemy.Connection`, appended to
 ``MIGRATIONS`` with the next version number. Applied steps never change.
@@ -92,6 +93,7 @@ def _add_missing_nullable_columns(connection: Connection) -> None:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create tables", _create_tables),
     Migration(2, "add nullable columns missing from stores of earlier releases", _add_missing_nullable_columns),
+    Migration(3, "add the token journal", _create_tables),
 )
 
 

@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["attachments", "blobs", "cursors", "messages", "metadata", "runs", "sessions"]
+__all__ = ["attachments", "blobs", "cursors", "issued_tokens", "messages", "metadata", "runs", "sessions"]
 
 metadata = MetaData()
 
@@ -113,6 +113,19 @@ runs = Table(
     Column("flow_run_id", String(64)),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
-    Column("state", String(20), nullable=False),
+    Column("state", String(20), nullable=False, comment="waiting, running, completed, failed or abandoned"),
     Column("summary", JSON),
+)
+
+# The token journal: every vault token a sync issued, until its revocation is proven.
+issued_tokens = Table(
+    "issued_tokens",
+    metadata,
+    Column("accessor", String(200), primary_key=True),
+    Column("run_id", Integer, nullable=False, index=True),
+    Column("account", String(200), nullable=False, index=True),
+    Column("action", String(40), nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
 )
