@@ -679,19 +679,27 @@ def _stop_by_pid_files(directory: StackDirectory, timeout_seconds: float = 10.0)
     return 0
 
 
-def _stop_pid_file_processes(directory: StackDirectory, timeout_seconds: float = 10.0) -> int:
-    """Stop the live processes named in pid files below ``directory`` that belong to it; return how many."""
-    # SIGINT is PostgreSQL's fast shutdown. SIGTERM would make it wait until every client disconnected.
-    postgres_pid_path = _postgres(directory, {}).pid_path
-    processes = []
+def _pid_file_processes(directory: StackDirectory) -> list[tuple[Path, psutil.Process]]:
+    """Return the live processes named in pid files below ``directory`` that belong to it, with their pid files."""
+    found = []
     for pid_path in sorted(directory.path.rglob("*.pid")):
         pid = read_pid(pid_path)
         if pid is None or not is_alive(pid):
             continue
         process = psutil.Process(pid)
         if _belongs_to(process, directory.path):
-            processes.append(process)
-            process.send_signal(signal.SIGINT if pid_path == postgres_pid_path else signal.SIGTERM)
+            found.append((pid_path, process))
+    return found
+
+
+def _stop_pid_file_processes(directory: StackDirectory, timeout_seconds: float = 10.0) -> int:
+    """Stop the live processes named in pid files below ``directory`` that belong to it; return how many."""
+    # SIGINT is PostgreSQL's fast shutdown. SIGTERM would make it wait until every client disconnected.
+    postgres_pid_path = _postgres(directory, {}).pid_path
+    processes = []
+    for pid_path, process in _pid_file_processes(directory):
+        processes.append(process)
+        process.send_signal(signal.SIGINT if pid_path == postgres_pid_path else signal.SIGTERM)
 
     _, alive = psutil.wait_procs(processes, timeout=timeout_seconds)
     for process in alive:
@@ -766,6 +774,14 @@ def command_status(args: argparse.Namespace) -> int:
         )
 
     if not reports:
+        leftovers = _pid_file_processes(directory)
+        if leftovers:
+            pids = ", ".join(str(process.pid) for _, process in leftovers)
+            print(
+                f"{directory.state_path} lists no component, but {len(leftovers)} processes from pid files "
+                f"below {directory.path} still run (pids {pids}). Stop them with `python -m stack down`."
+            )
+            return 1
         print(f"No stack in {directory.path}; start one with `python -m stack up`.")
         return 1
     print_table(reports)

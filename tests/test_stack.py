@@ -614,6 +614,28 @@ def test_cli_down_unreadable_state(scratch_dir: Path) -> None:
     assert (stack_dir / "stack.json.corrupt").exists()
 
 
+def test_status_names_processes_not_listed(tmp_path: Path) -> None:
+    (tmp_path / "stack.json").write_text('{"version": 1, "components": {}}', encoding="utf-8")
+    # A process started from the directory and named in a pid file, as a component that stack.json lost.
+    orphan = subprocess.Popen(["sleep", "60"], cwd=tmp_path)
+    (tmp_path / "mail").mkdir()
+    (tmp_path / "mail" / "dovecot.pid").write_text(f"{orphan.pid}\n", encoding="utf-8")
+    env = environment_without_prefect_api()
+    try:
+        status = run_stack_command("status", "--dir", str(tmp_path), env=env)
+        down = run_stack_command("down", "--dir", str(tmp_path), env=env)
+    finally:
+        orphan.kill()
+        orphan.wait()
+
+    assert status.returncode == 1
+    assert "lists no component" in status.stdout
+    assert f"pids {orphan.pid}" in status.stdout
+    assert "stack down" in status.stdout
+    assert down.returncode == 0, down.stderr
+    assert "Stopped 1 more processes" in down.stdout
+
+
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
