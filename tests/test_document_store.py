@@ -112,6 +112,16 @@ def test_missing_sqlite_directory_not_created(tmp_path):
     assert not missing.parent.exists()
 
 
+def test_relative_sqlite_path_rejected(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(ConfigError, match="is relative") as caught:
+        DocumentStore("sqlite:///store.db")
+
+    assert f"sqlite:///{tmp_path / 'store.db'}" in str(caught.value)
+    assert not (tmp_path / "store.db").exists()
+
+
 def test_default_store_creates_home(tmp_path, monkeypatch):
     from warden.settings import get_settings
     from warden.store import default_document_store

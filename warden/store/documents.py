@@ -168,7 +168,14 @@ class DocumentStore:
     @staticmethod
     def _create_engine_for(url: str) -> Engine:
         if url.startswith("sqlite:///"):
-            directory = Path(url.removeprefix("sqlite:///")).expanduser().parent
+            path = Path(url.removeprefix("sqlite:///").split("?", 1)[0]).expanduser()
+            if str(path) != ":memory:" and not path.is_absolute():
+                raise ConfigError(
+                    f"The SQLite document store's path '{path}' is relative, so each process would open a "
+                    "different file depending on its current directory. Set WARDEN_STORE_URL to an absolute "
+                    f"path, with four slashes (sqlite:///{Path.cwd() / path}), or WARDEN_HOME to an absolute directory."
+                )
+            directory = path.parent
             if not directory.is_dir():
                 # Not created here: a mistyped path would otherwise start a new, empty store.
                 raise ConfigError(
