@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from datetime import UTC, datetime, timedelta
 
 from prefect import flow, get_run_logger, task
@@ -402,7 +403,9 @@ def _describe_failure(exc: BaseException) -> str:
 
 
 async def _publish_artifacts(summary: SyncSummary, proofs: list[RevocationProof]) -> None:
-    key = f"sync-{summary.account}".replace("_", "-")
+    # Prefect accepts only lowercase letters, digits and dashes in a key; any other character becomes a dash,
+    # so an invalid account name fails the run with its own error, not the artifact's.
+    key = "sync-" + re.sub(r"[^a-z0-9-]", "-", summary.account.lower())
     row = summary.model_dump(mode="json", exclude={"run_url", "error"})
     await acreate_table_artifact(key=key, table=[row], description=f"Sync summary of account '{summary.account}'")
 
@@ -432,7 +435,14 @@ async def sync_and_summarize(account: str) -> tuple[bool, dict]:
         summary = await state.aresult()
         return True, summary.model_dump(mode="json")
 
-    record = default_document_store().run_by_flow_run_id(str(state.state_details.flow_run_id))
+    flow_run_id = state.state_details.flow_run_id
+    try:
+        record = default_document_store().run_by_flow_run_id(str(flow_run_id))
+    except Exception:  # noqa: BLE001 - a damaged store that failed the run fails this read too; the state says why
+        record = None
     if record and record.get("summary"):
         return False, record["summary"]
-    return False, {"account": account, "error": state.message, "failed": 1}
+    # The run failed before it recorded a summary, for example on a bad setting or an unreadable store.
+    summary = SyncSummary(account=account, access_path="none", probe="not run", failed=1, error=state.message)
+    summary.run_url = url_for("flow-run", obj_id=flow_run_id) if flow_run_id else None
+    return False, summary.model_dump(mode="json")

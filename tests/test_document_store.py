@@ -137,3 +137,25 @@ def test_default_store_creates_home(tmp_path, monkeypatch):
 
     assert store.message_count("nobody") == 0
     assert (home / "warden.db").exists()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_in_memory_sqlite_rejected(url):
+    with pytest.raises(ConfigError, match="cannot be an in-memory SQLite database") as caught:
+        DocumentStore(url)
+
+    assert "WARDEN_STORE_URL" in str(caught.value)
+
+
+def test_missing_table_is_config_error(tmp_path):
+    from sqlalchemy import text
+
+    store = DocumentStore(f"sqlite:///{tmp_path / 'store.db'}")
+    with store._engine.begin() as connection:
+        connection.execute(text("DROP TABLE runs"))
+
+    with pytest.raises(ConfigError, match="lacks part of its schema: no such table: runs") as caught:
+        store.start_run("alice", None)
+
+    assert "Restore a backup" in str(caught.value)
+    store.close()

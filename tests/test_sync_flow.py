@@ -314,6 +314,18 @@ async def test_unknown_account_names_the_fix(registered):
     assert "warden account add" in str(caught.value)
 
 
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize("name", ["a b", "../etc", "demo;rm"])
+async def test_invalid_account_name_is_the_error(sync_env, name):
+    from flows.sync import connector_sync
+
+    state = await connector_sync(name, return_state=True)
+
+    assert state.is_failed()
+    with pytest.raises(AccountNotFound, match="is not a valid account name"):
+        await state.aresult()
+
+
 def run_cli_sync_json(**environment: str) -> subprocess.CompletedProcess:
     """Run ``warden sync ACCOUNT --json`` in a subprocess, with no stack env file and ``environment`` added."""
     return subprocess.run(
@@ -717,3 +729,36 @@ def test_cli_sync_json_on_bad_setting(prefect_server):
     assert output["failed"] == 1
     assert "WARDEN_LEASE_SECONDS='5'" in output["error"]
     assert "WARDEN_LEASE_SECONDS" in result.stderr
+
+
+def test_cli_sync_json_on_bad_log_format(prefect_server):
+    result = run_cli_sync_json(WARDEN_LOG_FORMAT="xml")
+
+    assert result.returncode == 1
+    output = json.loads(result.stdout.strip().splitlines()[-1])
+    assert output["probe"] == "not run"
+    assert output["access_path"] == "none"
+    assert output["messages_seen"] == 0
+    assert output["failed"] == 1
+    assert output["run_url"]
+    assert "WARDEN_LOG_FORMAT='xml'" in output["error"]
+
+
+def test_cli_sync_json_on_damaged_store(prefect_server, tmp_path):
+    from sqlalchemy import text
+
+    from warden.store import DocumentStore
+
+    store = DocumentStore(f"sqlite:///{tmp_path / 'warden.db'}")
+    with store._engine.begin() as connection:
+        connection.execute(text("DROP TABLE runs"))
+    store.close()
+
+    result = run_cli_sync_json(WARDEN_HOME=str(tmp_path), WARDEN_STORE_URL="")
+
+    assert result.returncode == 1
+    output = json.loads(result.stdout.strip().splitlines()[-1])
+    assert output["probe"] == "not run"
+    assert output["failed"] == 1
+    assert "lacks part of its schema: no such table: runs" in output["error"]
+    assert "Restore a backup" in output["error"]

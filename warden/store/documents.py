@@ -106,6 +106,21 @@ class StoredSession:
     rejected_at: datetime | None = None
 
 
+def _in_memory_error() -> ConfigError:
+    return ConfigError(
+        "The document store cannot be an in-memory SQLite database: each connection would see a new, empty one "
+        "and nothing would be kept. Set WARDEN_STORE_URL to a file, such as sqlite:////var/lib/warden/warden.db."
+    )
+
+
+def _schema_damaged(exc: SQLAlchemyError) -> bool:
+    """Return whether ``exc`` reports a missing table or column (SQLite's message, or PostgreSQL's SQLSTATE)."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) in ("42P01", "42703"):
+        return True
+    return isinstance(exc, OperationalError) and ("no such table" in str(orig) or "no such column" in str(orig))
+
+
 def _aware(value: datetime | None) -> datetime | None:
     # SQLite returns naive datetimes even for timezone-aware columns; every value stored here is UTC.
     if value is not None and value.tzinfo is None:
@@ -169,7 +184,9 @@ class DocumentStore:
     def _create_engine_for(url: str) -> Engine:
         if url.startswith("sqlite:///"):
             path = Path(url.removeprefix("sqlite:///").split("?", 1)[0]).expanduser()
-            if str(path) != ":memory:" and not path.is_absolute():
+            if str(path) == ":memory:":
+                raise _in_memory_error()
+            if not path.is_absolute():
                 raise ConfigError(
                     f"The SQLite document store's path '{path}' is relative, so each process would open a "
                     "different file depending on its current directory. Set WARDEN_STORE_URL to an absolute "
@@ -193,6 +210,9 @@ class DocumentStore:
                 cursor.close()
 
             return engine
+        if make_url(url).get_backend_name() == "sqlite":
+            # sqlite:// without a path: a new, empty database in memory for each connection.
+            raise _in_memory_error()
         return create_engine(url, pool_pre_ping=True)
 
     def _safe_url(self) -> str:
@@ -206,12 +226,17 @@ class DocumentStore:
         try:
             with self._engine.begin() as connection:
                 yield connection
-        except OperationalError as exc:
-            raise TransientError(
-                f"The document store at {self._safe_url()} is busy or unreachable: {exc.orig}. "
-                "The write was rolled back; the task will retry."
-            ) from exc
         except SQLAlchemyError as exc:
+            if _schema_damaged(exc):
+                raise ConfigError(
+                    f"The document store at {self._safe_url()} lacks part of its schema: {exc.orig}. It was damaged "
+                    "or changed by another program. Restore a backup, or set WARDEN_STORE_URL to a new store."
+                ) from exc
+            if isinstance(exc, OperationalError):
+                raise TransientError(
+                    f"The document store at {self._safe_url()} is busy or unreachable: {exc.orig}. "
+                    "The write was rolled back, so retrying is safe."
+                ) from exc
             # str(exc) would carry the statement's parameters (message bodies, file contents); exc.orig does not.
             raise BugError(
                 f"A write to the document store at {self._safe_url()} failed and was rolled back: "
