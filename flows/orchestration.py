@@ -26,6 +26,8 @@ Prefect's clients retry them for seconds.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -43,6 +45,8 @@ from warden.accounts import check_account_name
 from warden.errors import BrowserCrashed, ConfigError, TransientError, WardenError, is_transient
 from warden.events import WardenEvent
 from warden.settings import get_settings
+
+logger = logging.getLogger("warden.sync")
 
 __all__ = [
     "BROWSER_LIMIT",
@@ -213,6 +217,8 @@ class PrefectLimits:
 
 # A second sync of an account waits this long for the first before it gives up.
 ACCOUNT_LOCK_TIMEOUT_SECONDS = 900
+# A sync that has waited this long for the account's lock logs that it waits.
+LOCK_WAIT_NOTICE_SECONDS = 2.0
 
 
 @asynccontextmanager
@@ -220,21 +226,35 @@ async def account_lock(account: str) -> AsyncIterator[None]:
     """Hold the account's one-slot global concurrency limit, so syncs of one account never overlap."""
     name = f"account-{account}"
     await ensure_limit(name, 1)
+    lease = lease_seconds()
+    notice = asyncio.get_running_loop().call_later(
+        LOCK_WAIT_NOTICE_SECONDS,
+        lambda: logger.info(
+            "sync.waiting_for_lock account=%s limit=%s timeout_seconds=%d lease_seconds=%d",
+            account,
+            name,
+            ACCOUNT_LOCK_TIMEOUT_SECONDS,
+            lease,
+        ),
+    )
     try:
         with explain_slot_errors(name):
             async with concurrency(
                 name,
                 occupy=1,
-                lease_duration=lease_seconds(),
+                lease_duration=lease,
                 strict=True,
                 timeout_seconds=ACCOUNT_LOCK_TIMEOUT_SECONDS,
             ):
+                notice.cancel()
                 yield
     except TimeoutError as exc:
         raise TransientError(
             f"Another sync of account '{account}' held its lock for over {ACCOUNT_LOCK_TIMEOUT_SECONDS} s. "
             f"Check for a stuck run in the Prefect UI; its slot on the limit '{name}' frees when the run ends."
         ) from exc
+    finally:
+        notice.cancel()
 
 
 class PrefectEventSink:
