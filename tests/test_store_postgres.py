@@ -328,3 +328,20 @@ def test_token_journal_lists_unrevoked(store):
 
     store.record_revocation("acc-2", datetime.now(UTC))
     assert store.unrevoked_tokens("alice") == []
+
+
+def test_take_over_abandons_stale_waiting_runs(store, store_url):
+    stale = store.start_run("alice", "flow-run-stale")
+    store.start_run("alice", "flow-run-recent")
+    engine = create_engine(store_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE runs SET started_at = :started_at WHERE id = :id"),
+            {"started_at": datetime.now(UTC) - timedelta(minutes=21), "id": stale},
+        )
+    engine.dispose()
+    successor = store.start_run("alice", None)
+
+    assert store.take_over_runs("alice", successor) == [stale]
+    assert store.run_by_flow_run_id("flow-run-stale")["state"] == "abandoned"
+    assert store.run_by_flow_run_id("flow-run-recent")["state"] == "waiting"

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,9 @@ __all__ = ["AttachmentRecord", "DocumentStore", "MessageRecord", "PendingAttachm
 
 logger = logging.getLogger("warden.store")
 
+# A sync stops waiting for its account's lock after 900 s (ACCOUNT_LOCK_TIMEOUT_SECONDS in flows/orchestration.py),
+# so a run still marked waiting this long after it started lost its worker.
+WAITING_RUN_STALE_AFTER = timedelta(minutes=20)
 # Versions of a session kept per account; older ones are deleted on save.
 SESSION_VERSIONS_KEPT = 5
 # Databases whose insert has on_conflict_do_nothing, which saving a message needs.
@@ -502,18 +505,21 @@ class DocumentStore:
             ).inserted_primary_key[0]
 
     def take_over_runs(self, account: str, run_id: int) -> list[int]:
-        """Mark run ``run_id`` running and the account's other running runs abandoned; return the abandoned ids.
+        """Mark run ``run_id`` running and the account's runs whose worker died abandoned; return the abandoned ids.
 
         Call it while holding the account's lock. Only one run holds the lock, so
         another run still marked running lost its worker before it could finish.
+        So did a run still waiting for the lock after ``WAITING_RUN_STALE_AFTER``.
         """
+        stale_before = utc_now() - WAITING_RUN_STALE_AFTER
         with self._transaction() as connection:
             abandoned = list(
                 connection.execute(
                     select(schema.runs.c.id).where(
                         schema.runs.c.account == account,
-                        schema.runs.c.state == "running",
                         schema.runs.c.id != run_id,
+                        (schema.runs.c.state == "running")
+                        | ((schema.runs.c.state == "waiting") & (schema.runs.c.started_at < stale_before)),
                     )
                 ).scalars()
             )
