@@ -171,6 +171,9 @@ def state_shape_problem(state: Any) -> str | None:
     """Return what is wrong with the shape of a parsed ``stack.json``, or None when it can be used."""
     if not isinstance(state, dict):
         return f"the top level is a JSON {type(state).__name__}, not an object"
+    version = state.get("version", STATE_VERSION)
+    if version != STATE_VERSION:
+        return f"its version is {version!r}, and this release reads version {STATE_VERSION}"
     components = state.get("components", {})
     if not isinstance(components, dict):
         return "'components' is not an object"

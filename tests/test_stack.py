@@ -640,6 +640,7 @@ def test_status_names_processes_not_listed(tmp_path: Path) -> None:
     ("content", "problem"),
     [
         ("[]", "the top level is a JSON list"),
+        ('{"version": 99, "components": {}}', "its version is 99"),
         ('{"version": 1, "components": "x"}', "'components' is not an object"),
         ('{"version": 1, "components": {"mail": null}}', "components.mail is not an object"),
         ('{"version": 1, "components": {"mail": {"imap_port": "x"}}}', "components.mail.imap_port is 'x'"),
