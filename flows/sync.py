@@ -403,8 +403,8 @@ def _describe_failure(exc: BaseException) -> str:
 
 
 async def _publish_artifacts(summary: SyncSummary, proofs: list[RevocationProof]) -> None:
-    # Prefect accepts only lowercase letters, digits and dashes in a key; any other character becomes a dash,
-    # so an invalid account name fails the run with its own error, not the artifact's.
+    # Prefect accepts only lowercase letters, digits and dashes in a key, so every other character becomes a dash.
+    # An invalid account name then fails the run with its own error instead of the artifact's.
     key = "sync-" + re.sub(r"[^a-z0-9-]", "-", summary.account.lower())
     row = summary.model_dump(mode="json", exclude={"run_url", "error"})
     await acreate_table_artifact(key=key, table=[row], description=f"Sync summary of account '{summary.account}'")

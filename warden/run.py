@@ -151,7 +151,7 @@ class SyncRun:
         else:
             self.ledger = TokenLedger(on_issued=self._journal_token)
             vault.on_login = self._journal_login
-        # Proofs for tokens that runs whose worker died left unrevoked, revoked when this run took over.
+        # Revocation proofs for the tokens that runs of dead workers left behind, from when this run took over.
         self.abandoned_proofs: list[RevocationProof] = []
         self.sessions = SessionStore(documents, vault, account.paths)
         self.connector = build_connector(account)

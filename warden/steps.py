@@ -84,7 +84,7 @@ def take_over(run: SyncRun) -> list[int]:
     """Close the account's runs whose worker died, revoke the tokens the journal shows unrevoked, return the runs' ids.
 
     Call it while holding the account's lock. The proofs go to ``run.abandoned_proofs``,
-    which the wipe reports with the run's own; an unproven one fails the run there.
+    which the wipe reports with the run's own. An unproven one fails the run there.
     """
     if run.store_run_id is None:
         return []
@@ -98,16 +98,17 @@ def take_over(run: SyncRun) -> list[int]:
     run.journal_revocations(proofs)
     run.abandoned_proofs = proofs
     proven = sum(1 for proof in proofs if proof.proven)
+    abandoned_ids = ",".join(str(run_id) for run_id in abandoned)
     logger.warning(
         "sync.took_over account=%s abandoned_runs=%s tokens_left=%d tokens_revoked=%d",
         run.account.name,
-        ",".join(str(run_id) for run_id in abandoned) or "none",
+        abandoned_ids or "none",
         len(leftovers),
         proven,
     )
     run.emit(
         EventName.RUN_ABANDONED,
-        abandoned_runs=",".join(str(run_id) for run_id in abandoned),
+        abandoned_runs=abandoned_ids,
         tokens_left=len(leftovers),
         tokens_revoked=proven,
     )
