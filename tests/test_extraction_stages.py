@@ -29,6 +29,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CORPUS_DIR = Path(os.environ.get("WARDEN_CORPUS_DIR", REPO_ROOT.parent / "shared" / "corpus"))
 
 
+def corpus_bytes(relative_path: str) -> bytes:
+    """Return a corpus file's bytes, or skip the test when the corpus is not there."""
+    path = CORPUS_DIR / relative_path
+    if not path.is_file():
+        pytest.skip(f"corpus file {path} not found; set WARDEN_CORPUS_DIR to the corpus directory")
+    return path.read_bytes()
+
+
 def extract(data: bytes, filename: str, **settings: object):
     return extract_bytes(data, filename=filename, declared_type=None, settings=ExtractionSettings(**settings))
 
@@ -319,7 +327,7 @@ def test_missing_ocr_extra_keeps_pdf_text(monkeypatch: pytest.MonkeyPatch) -> No
     from warden.extraction.pdf import pdf_to_text  # noqa: F401  (loaded before OCR is hidden)
 
     hide_module(monkeypatch, "pytesseract", "warden.extraction.ocr")
-    scan = (CORPUS_DIR / "pdf/scanned/tika/testOCR.pdf").read_bytes()
+    scan = corpus_bytes("pdf/scanned/tika/testOCR.pdf")
 
     result = extract(scan, "scan.pdf")
 
@@ -330,7 +338,7 @@ def test_missing_ocr_extra_keeps_pdf_text(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_missing_archives_extra_in_zip(monkeypatch: pytest.MonkeyPatch) -> None:
     hide_module(monkeypatch, "py7zr", "warden.extraction.sevenzip")
-    inner = (CORPUS_DIR / "archives/7z/py7zr/copy.7z").read_bytes()
+    inner = corpus_bytes("archives/7z/py7zr/copy.7z")
 
     result = extract(zip_of({"inner.7z": inner, "note.txt": b"readable"}), "outer.zip")
 
@@ -356,7 +364,7 @@ def test_missing_archives_extra_in_zip(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_sniff_without_libmagic(relpath: str, mime_type: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("warden.extraction.sniff.magic", None)
-    data = (CORPUS_DIR / relpath).read_bytes()
+    data = corpus_bytes(relpath)
 
     sniffed = sniff(data, filename=None, declared_type=None)
 
@@ -369,6 +377,8 @@ def test_sniff_without_libmagic(relpath: str, mime_type: str, monkeypatch: pytes
 def test_bench_extract_json_keys(capsys: pytest.CaptureFixture[str]) -> None:
     from bench.extract import main
 
+    if not (CORPUS_DIR / "MANIFEST.tsv").is_file():
+        pytest.skip(f"{CORPUS_DIR / 'MANIFEST.tsv'} not found; set WARDEN_CORPUS_DIR to the corpus directory")
     exit_code = main(["--json", "--limit", "2", "--corpus", str(CORPUS_DIR)])
 
     figures = json.loads(capsys.readouterr().out)
